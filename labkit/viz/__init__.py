@@ -1,0 +1,13 @@
+"""Visualisation helpers: matplotlib plots, bertviz views that work offline, widgets."""
+
+from .plots import attention_heatmap, heatmap, image_grid, loss_curves
+
+__all__ = ["attention_heatmap", "heatmap", "image_grid", "loss_curves", "head_view", "model_view"]
+
+
+def __getattr__(name):  # bertviz is imported only when a view is asked for
+    if name in ("head_view", "model_view"):
+        from . import bertviz as _bv
+
+        return getattr(_bv, name)
+    raise AttributeError(f"module 'labkit.viz' has no attribute {name!r}")
