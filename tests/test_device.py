@@ -1,0 +1,74 @@
+import contextlib
+
+import pytest
+import torch
+
+from labkit import device as dev
+
+
+def test_default_is_best_available(monkeypatch):
+    monkeypatch.delenv("LABKIT_DEVICE", raising=False)
+    assert str(dev.get_device()) == dev.available_devices()[0]
+    if not torch.cuda.is_available() and not dev._mps_available():
+        assert dev.get_device().type == "cpu"
+
+
+def test_env_override_and_prefer(monkeypatch):
+    monkeypatch.setenv("LABKIT_DEVICE", "cpu")
+    assert dev.get_device() == torch.device("cpu")
+    monkeypatch.setenv("LABKIT_DEVICE", " CPU ")
+    assert dev.get_device() == torch.device("cpu")
+    assert dev.get_device("cpu") == torch.device("cpu")
+
+
+def test_unknown_name_is_clear_error(monkeypatch):
+    monkeypatch.setenv("LABKIT_DEVICE", "tpu")
+    with pytest.raises(ValueError, match=r"Unknown device 'tpu' \(from LABKIT_DEVICE\).*cpu"):
+        dev.get_device()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_unavailable_device_lists_available(monkeypatch):
+    monkeypatch.delenv("LABKIT_DEVICE", raising=False)
+    with pytest.raises(ValueError, match=r"'cuda:1'.*not available.*Available: .*cpu"):
+        dev.get_device("cuda:1")
+    with pytest.raises(ValueError, match="not available"):
+        dev.get_device("cuda")
+
+
+def test_seed_everything_repeats():
+    import random
+
+    import numpy as np
+
+    dev.seed_everything(123)
+    a = (random.random(), np.random.rand(), torch.rand(3))
+    dev.seed_everything(123)
+    b = (random.random(), np.random.rand(), torch.rand(3))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def test_autocast_is_noop_on_cpu():
+    assert dev.autocast_dtype("cpu") is None
+    ctx = dev.autocast("cpu")
+    assert isinstance(ctx, contextlib.nullcontext)
+    with ctx:
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.float32
+
+
+def test_describe_prints_versions(capsys):
+    info = dev.describe("cpu")
+    out = capsys.readouterr().out
+    assert info["torch"] == torch.__version__ and torch.__version__ in out and "cpu_threads" in out
+
+
+def test_throughput_counts_tokens():
+    meter = dev.Throughput(flops_per_token=6 * 1000, device="cpu")
+    with meter:
+        torch.randn(200, 200) @ torch.randn(200, 200)
+        meter.add(5000)
+    assert meter.tokens == 5000 and meter.seconds > 0
+    assert meter.tokens_per_s == pytest.approx(5000 / meter.seconds)
+    assert meter.mfu is None  # no peak figure for a CPU
+    assert "tokens/s" in str(meter)
