@@ -18,7 +18,27 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-__all__ = ["Case", "check_close", "check_true", "check_warmup_mse"]
+__all__ = ["Case", "CheckResult", "check_close", "check_true", "check_warmup_mse"]
+
+
+class CheckResult:
+    """True or False for code (``assert check_x(fn)``); shows nothing in a notebook, since the
+    checker has already printed its message."""
+
+    def __init__(self, passed: bool):
+        self.passed = bool(passed)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __eq__(self, other) -> bool:
+        return bool(self) == bool(other)
+
+    def __repr__(self) -> str:
+        return f"CheckResult(passed={self.passed})"
+
+    def _ipython_display_(self):  # the ✅/❌ line is the output; don't echo the return value
+        pass
 
 
 @dataclass
@@ -83,8 +103,12 @@ def check_close(
     hint: str = "",
     atol: float = 1e-5,
     rtol: float = 1e-4,
-) -> bool:
+) -> CheckResult:
     """Run ``learner_fn`` and ``reference_fn`` on every case; print a pass message or a hint."""
+    return CheckResult(_check_close(name, learner_fn, reference_fn, cases, hint, atol, rtol))
+
+
+def _check_close(name, learner_fn, reference_fn, cases, hint, atol, rtol) -> bool:
     for case in cases:
         try:
             got = learner_fn(*case.args, **case.kwargs)
@@ -104,8 +128,12 @@ def check_close(
     return True
 
 
-def check_true(name: str, condition_fn: Callable[[], bool | str], hint: str = "") -> bool:
+def check_true(name: str, condition_fn: Callable[[], bool | str], hint: str = "") -> CheckResult:
     """Check a free-form property: ``condition_fn`` returns True, or a string saying what is wrong."""
+    return CheckResult(_check_true(name, condition_fn, hint))
+
+
+def _check_true(name, condition_fn, hint) -> bool:
     try:
         result = condition_fn()
     except NotImplementedError:
@@ -134,7 +162,7 @@ def _cases(shapes: Iterable[tuple], seed: int = 0) -> list[Case]:
 
 # --- notebook 00 -----------------------------------------------------------
 
-def check_warmup_mse(learner_fn: Callable) -> bool:
+def check_warmup_mse(learner_fn: Callable) -> CheckResult:
     """Notebook 00 warm-up: mean squared error ``mse(pred, target)`` as a 0-dim tensor."""
     return check_close(
         "mse",

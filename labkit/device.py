@@ -164,6 +164,7 @@ class Throughput:
     device: torch.device | str | None = None
     tokens: int = 0
     seconds: float = 0.0
+    unit: str = "tokens"  # what add() counts, for printing (tokens, samples, images)
 
     def _sync(self):
         if self.device is not None and torch.device(self.device).type == "cuda":
@@ -195,5 +196,5 @@ class Throughput:
         return None if peak is None else self.tokens_per_s * self.flops_per_token / peak
 
     def __str__(self) -> str:
-        text = f"{self.tokens_per_s:,.0f} tokens/s over {self.seconds:.2f} s"
+        text = f"{self.tokens_per_s:,.0f} {self.unit}/s over {self.seconds:.2f} s"
         return text + (f", MFU {self.mfu:.1%}" if self.mfu is not None else "")

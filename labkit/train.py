@@ -300,5 +300,8 @@ def train(
         bar.close()
         history.seconds += time.perf_counter() - t0
     checkpoint(step)
+    if config.progress:  # a plain-text line that survives where the bar's widget does not (GitHub, nbconvert)
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in history.final.items())
+        print(f"{config.desc}: {step} steps in {history.seconds:.1f} s; {metrics}")
     model.eval()
     return history

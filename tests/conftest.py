@@ -18,3 +18,10 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("LABKIT_DATA_DIR", raising=False)
     return tmp_path / "cache"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on a 2-core machine: one torch thread each, or they fight over the cores.
+    import torch
+
+    torch.set_num_threads(1)

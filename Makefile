@@ -1,0 +1,64 @@
+# The two commands a newcomer needs: `make lab` and `make test`.
+# Both create .venv (if missing) and install labkit with its extras first.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8888
+LAB_ARGS ?=
+# nbval settings shared by `make test` and `make test-notebooks`
+NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: lab test test-unit test-notebooks test-browser install browser-deps execute execute-all clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first and pinned: an unpinned torch (or bertviz before torch) pulls a multi-GB CUDA build
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e ".[lab,test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG) $(LAB_ARGS)
+
+# Chromium drives the browser test of the offline bertviz views; installed when we are root with apt.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "Could not install chromium: the browser test will be skipped"; \
+	  else echo "No /usr/bin/chromium and not root with apt-get: the browser test will be skipped"; fi; \
+	fi
+
+test: $(STAMP) browser-deps
+	$(PY) -m pytest tests -q -n 2 --dist loadfile
+	$(PY) -m pytest notebooks $(NBVAL) -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests -q -n 2 --dist loadfile -m "not browser"
+
+test-notebooks: $(STAMP)
+	$(PY) -m pytest notebooks $(NBVAL) -q
+
+test-browser: $(STAMP) browser-deps
+	$(PY) -m pytest tests -q -m browser
+
+# Regenerate a notebook's stored outputs (never hand-edit outputs): make execute NB=notebooks/00_start_here.ipynb
+execute: $(STAMP)
+	@test -n "$(NB)" || (echo "usage: make execute NB=notebooks/NN_name.ipynb" && exit 2)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 "$(NB)"
+
+execute-all: $(STAMP)
+	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache
