@@ -1,0 +1,302 @@
+"""A GPT (decoder-only transformer language model), read top to bottom.
+
+Order: config -> rotary positions -> causal self-attention -> MLP -> block -> GPT.
+The defaults are the GPT-2 architecture (learned absolute positions, GELU with
+the tanh approximation, pre-norm LayerNorm, output layer tied to the token
+embedding), so ``GPT.from_hf`` can copy a Hugging Face ``GPT2LMHeadModel`` and
+give the same logits. Options for a fast CPU recipe: rotary positions
+(``pos_emb="rope"``), squared-ReLU MLP (``mlp="relu2"``), untied output layer.
+
+Attention has two paths chosen by ``GPTConfig.fused_attention``: the explicit
+masked softmax (to read and to visualise) and ``F.scaled_dot_product_attention``
+(to be fast). They compute the same function.
+
+Attention weights for visualisation: ``logits, loss, attn = model(idx, return_attn=True)``
+gives ``attn``, a list with one (B, n_head, T, T) tensor per layer (rows are
+queries, columns keys, each row sums to 1; taken before dropout). Asking for
+them uses the explicit path for that call, whatever ``fused_attention`` says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from labkit.generate import sample_next
+
+__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "Rotary"]
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257  # number of token ids (GPT-2's BPE: 50257)
+    block_size: int = 1024  # longest context the model can attend over
+    n_layer: int = 12  # number of transformer blocks
+    n_head: int = 12  # attention heads per block
+    n_embd: int = 768  # width of the residual stream (d_model)
+    dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
+    bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2: True)
+    pos_emb: str = "learned"  # "learned" absolute position table (GPT-2) or "rope" (rotary, in attention)
+    mlp: str = "gelu"  # "gelu" (tanh approximation, as GPT-2) or "relu2" (squared ReLU)
+    tie_weights: bool = True  # output layer shares the token-embedding matrix (GPT-2: True)
+    fused_attention: bool = True  # F.scaled_dot_product_attention (fast) vs explicit masked softmax
+    layer_norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2: 1e-5)
+    rope_base: float = 10000.0  # RoPE frequency base (only used when pos_emb == "rope")
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.pos_emb not in ("learned", "rope"):
+            raise ValueError(f"pos_emb must be 'learned' or 'rope', got {self.pos_emb!r}")
+        if self.mlp not in ("gelu", "relu2"):
+            raise ValueError(f"mlp must be 'gelu' or 'relu2', got {self.mlp!r}")
+        if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError("rotary positions need an even head size (n_embd // n_head)")
+
+    @classmethod
+    def tiny(cls, **overrides) -> "GPTConfig":
+        """A seconds-on-CPU preset for tests: 2 layers, 2 heads, width 32, context 32."""
+        kw = dict(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)
+        kw.update(overrides)
+        return cls(**kw)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoPE, Su et al. 2021), "rotate half" layout as in GPT-NeoX/Llama.
+
+    Rotates each (i, i + hs/2) pair of a query/key by the angle ``pos * base**(-2i/hs)``,
+    so that q.k depends only on the distance between positions.
+    """
+
+    def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size)  # (hs/2,)
+        angles = torch.outer(torch.arange(block_size).float(), inv_freq)  # (block_size, hs/2)
+        angles = torch.cat((angles, angles), dim=-1)  # (block_size, hs)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.size(-2)  # x: (B, nh, T, hs)
+        x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+        rotated = torch.cat((-x2, x1), dim=-1)  # (B, nh, T, hs)
+        return x * self.cos[:T].to(x.dtype) + rotated * self.sin[:T].to(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.fused = config.fused_attention
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        hs = config.n_embd // config.n_head
+        self.rotary = Rotary(hs, config.block_size, config.rope_base) if config.pos_emb == "rope" else None
+        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
+        self.register_buffer("mask", mask.view(1, 1, config.block_size, config.block_size), persistent=False)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        B, T, C = x.size()
+        nh, hs = self.n_head, C // self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        att = None
+        if self.fused and not return_attn:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, T)
+            att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))  # no peeking ahead
+            att = F.softmax(att, dim=-1)  # each query's weights over keys sum to 1
+            y = self.attn_dropout(att) @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y)), att
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.kind = config.mlp
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)  # (B, T, 4C)
+        h = F.gelu(h, approximate="tanh") if self.kind == "gelu" else F.relu(h).square()
+        return self.dropout(self.c_proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        a, att = self.attn(self.ln_1(x), return_attn)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, att
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
+            )
+        )
+        if config.pos_emb == "learned":
+            self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix, two uses
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 n_layer)
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attn: bool = False):
+        """idx (B, T) token ids -> (logits (B, T, V), loss or None); with ``return_attn`` also a
+        list of per-layer attention weights (B, n_head, T, T). ``targets`` (B, T): -100 is ignored."""
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.pos_emb == "learned":
+            x = x + self.transformer.wpe(torch.arange(T, device=idx.device))  # (B, T, C) + (T, C)
+        x = self.transformer.drop(x)
+        attns = []
+        for block in self.transformer.h:
+            x, att = block(x, return_attn)
+            attns.append(att)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-100)
+        return (logits, loss, attns) if return_attn else (logits, loss)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T) -> (B, T + max_new_tokens).
+
+        Each step sees at most the last ``block_size`` tokens. Call ``model.eval()``
+        first if the model has dropout. For argmax decoding use ``labkit.generate.greedy``.
+        """
+        for _ in range(max_new_tokens):
+            idx_cond = idx[:, -self.config.block_size :]  # (B, <=block_size)
+            logits, _ = self(idx_cond)  # (B, T, V)
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+            idx = torch.cat((idx, next_id), dim=1)  # (B, T+1)
+        return idx
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters (a tied matrix counts once); ``non_embedding`` leaves out the
+        position table and the token embedding (the usual count in scaling-law plots)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel()
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_weights:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def configure_optimizers(
+        self, weight_decay: float = 0.1, learning_rate: float = 6e-4, betas: tuple[float, float] = (0.9, 0.95)
+    ) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices (>= 2-D) only, not on biases and LayerNorm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+
+    # ------------------------------------------------------------------------
+    # loading published weights
+
+    @classmethod
+    def from_hf(cls, hf_model, **overrides) -> "GPT":
+        """Copy a ``transformers.GPT2LMHeadModel`` into a new GPT (``overrides`` change config
+        fields such as ``fused_attention`` or ``dropout``). HF's Conv1D stores weights as
+        (in, out), the transpose of ``nn.Linear``'s (out, in)."""
+        hc = hf_model.config
+        if hc.activation_function not in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+            raise ValueError(f"unsupported activation {hc.activation_function!r} (GPT-2 uses gelu_new)")
+        if hc.n_inner not in (None, 4 * hc.n_embd) or getattr(hc, "scale_attn_by_inverse_layer_idx", False):
+            raise ValueError("only the standard GPT-2 architecture can be copied")
+        kw = dict(
+            vocab_size=hc.vocab_size, block_size=hc.n_positions, n_layer=hc.n_layer, n_head=hc.n_head,
+            n_embd=hc.n_embd, dropout=hc.resid_pdrop, bias=True, pos_emb="learned", mlp="gelu",
+            tie_weights=bool(getattr(hc, "tie_word_embeddings", True)), layer_norm_eps=hc.layer_norm_epsilon,
+        )  # fmt: skip
+        kw.update(overrides)
+        model = cls(GPTConfig(**kw))
+        src = dict(hf_model.state_dict())  # our names are HF's names
+        src["lm_head.weight"] = hf_model.lm_head.weight.detach()  # may be left out of HF's dict when tied
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        new = {}
+        for name in model.state_dict():
+            new[name] = src[name].t() if name.endswith(conv1d) else src[name]  # Conv1D (in, out) -> (out, in)
+        model.load_state_dict(new)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, name: str = "gpt2", **overrides) -> "GPT":
+        """Load published GPT-2 weights ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl") via
+        ``transformers``; needs the Hugging Face hub or a copy already in the local HF cache."""
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError as e:  # pragma: no cover - transformers is a test extra
+            raise RuntimeError("GPT.from_pretrained needs `transformers`: pip install transformers") from e
+        try:
+            hf_model = GPT2LMHeadModel.from_pretrained(name)
+        except OSError as e:
+            raise RuntimeError(
+                f"Could not load the GPT-2 weights {name!r}: the Hugging Face hub is unreachable from "
+                "here and no copy was found in the local Hugging Face cache.\n"
+                "What to do: run this where the internet is available (e.g. Colab or Binder), or "
+                "pre-download once on a connected machine with\n"
+                f"    python -c \"from transformers import GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('{name}')\"\n"
+                "and copy the Hugging Face cache (~/.cache/huggingface, or $HF_HOME) to this machine.\n"
+                f"(underlying error: {type(e).__name__}: {e})"
+            ) from e
+        return cls.from_hf(hf_model, **overrides)

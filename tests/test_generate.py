@@ -1,0 +1,229 @@
+"""labkit.generate: the sampling filters, greedy decoding and beam search."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from labkit.generate import apply_temperature, beam_search, greedy, sample_next, top_k_filter, top_p_filter
+
+V = 50
+
+
+def logits_batch(B=4, seed=0):
+    return 2.0 * torch.randn(B, V, generator=torch.Generator().manual_seed(seed))
+
+
+def draws(logits, n=2000, seed=0, **kw):
+    """n independent samples per row -> (n, B) token ids (one call on n stacked copies)."""
+    g = torch.Generator().manual_seed(seed)
+    B = logits.size(0)
+    return sample_next(logits.repeat(n, 1), generator=g, **kw).view(n, B)  # (n*B, 1) -> (n, B)
+
+
+def test_top_k_samples_only_the_k_highest():
+    logits = logits_batch()
+    k = 5
+    allowed = logits.topk(k).indices  # (B, k)
+    samples = draws(logits, top_k=k)  # (n, B)
+    for b in range(logits.size(0)):
+        seen = set(samples[:, b].tolist())
+        assert seen <= set(allowed[b].tolist())
+        assert len(seen) == k  # and all of them do occur
+
+
+def test_top_k_filter_keeps_exactly_k_and_their_values():
+    logits = logits_batch()
+    out = top_k_filter(logits, 7)
+    kept = torch.isfinite(out)
+    assert torch.all(kept.sum(-1) == 7)
+    assert torch.equal(out[kept], logits[kept])
+    assert torch.all(out[~kept] == float("-inf"))
+    assert torch.equal(top_k_filter(logits, 10 * V), logits)  # k >= V keeps everything
+
+
+def nucleus(row, p):
+    """Reference nucleus by a plain loop: most likely first until the mass reaches p."""
+    probs = F.softmax(row.double(), -1)
+    order = probs.argsort(descending=True).tolist()
+    keep, mass = [], 0.0
+    for i in order:
+        keep.append(i)
+        mass += probs[i].item()
+        if mass >= p:
+            break
+    return set(keep)
+
+
+@pytest.mark.parametrize("p", [0.3, 0.75, 0.95])
+def test_top_p_samples_only_the_nucleus(p):
+    logits = logits_batch()
+    samples = draws(logits, top_p=p)
+    for b in range(logits.size(0)):
+        ref = nucleus(logits[b], p)
+        assert set(torch.isfinite(top_p_filter(logits, p)[b]).nonzero().flatten().tolist()) == ref
+        assert set(samples[:, b].tolist()) <= ref
+
+
+def test_top_p_always_keeps_the_top_token():
+    logits = torch.tensor([[5.0, 1.0, 0.0, -1.0]])  # top token alone has p ~0.97
+    out = top_p_filter(logits, 1e-6)
+    assert torch.isfinite(out).tolist() == [[True, False, False, False]]
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+
+
+def test_top_p_after_top_k_renormalises_within_the_k():
+    logits = logits_batch(B=1)
+    samples = draws(logits, n=500, top_k=3, top_p=0.999)
+    assert set(samples.flatten().tolist()) <= set(logits.topk(3).indices.flatten().tolist())
+
+
+def test_sampling_frequencies_follow_softmax():
+    logits = torch.tensor([[1.0, 0.0, -1.0, 2.0]])
+    samples = draws(logits, n=4000).flatten()
+    freq = torch.bincount(samples, minlength=4).double() / 4000
+    assert_close(freq, F.softmax(logits.double(), -1)[0], atol=0.03, rtol=0)
+
+
+def test_low_temperature_approaches_argmax_and_high_flattens():
+    logits = logits_batch()
+    samples = draws(logits, n=300, temperature=1e-4)
+    assert torch.all(samples == logits.argmax(-1))
+    p_hot = F.softmax(apply_temperature(logits, 100.0), -1)
+    assert_close(p_hot, torch.full_like(p_hot, 1 / V), atol=0.01, rtol=0)
+
+
+def test_sample_next_shapes():
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits_batch(), generator=g).shape == (4, 1)
+    assert sample_next(torch.randn(V), generator=g).shape == (1,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": -3}, "top_k"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_p": -0.2}, "top_p"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sample_next(logits_batch(), **kwargs)
+
+
+# ---------------------------------------------------------------------------- greedy, beam search
+
+
+class Bigram(torch.nn.Module):
+    """A toy LM: next-token logits depend only on the last token (a fixed table)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table  # (V, V) log-probs
+
+    def forward(self, idx):
+        return self.table[idx], None  # (B, T, V), like GPT's (logits, loss)
+
+
+def bigram_table(vocab, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.log_softmax(3.0 * torch.randn(vocab, vocab, generator=g), -1)
+
+
+def test_greedy_follows_argmax_chain():
+    table = bigram_table(6)
+    out = greedy(Bigram(table), torch.tensor([[2], [5]]), max_new_tokens=7)
+    assert out.shape == (2, 8)
+    for row in out:
+        for a, b in zip(row[:-1], row[1:]):
+            assert b == table[a].argmax()
+
+
+def exhaustive_best(table, start, max_len, eos, length_penalty):
+    """Score every possible continuation (ending at EOS or at max_len) and return the best."""
+    vocab = table.size(0)
+    best = (None, -math.inf)
+    for L in range(1, max_len + 1):
+        for seq in itertools.product(range(vocab), repeat=L):
+            if eos in seq[:-1] or (L < max_len and seq[-1] != eos):
+                continue  # EOS only at the end; shorter than max_len only if it ended
+            prev, logp = start, 0.0
+            for t in seq:
+                logp += table[prev, t].item()
+                prev = t
+            score = logp / L**length_penalty
+            if score > best[1]:
+                best = (list(seq), score)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wide_beam_search_equals_exhaustive_search(seed):
+    vocab, eos, max_len = 4, 0, 4
+    table = bigram_table(vocab, seed)
+    step_fn = lambda prefix: table[prefix[:, -1]]  # (beams, T) -> (beams, V)
+    hyps = beam_search(step_fn, torch.tensor([1]), beam_size=vocab**max_len, max_len=max_len,
+                       eos_id=eos, length_penalty=0.0)  # fmt: skip
+    ref_seq, ref_score = exhaustive_best(table, 1, max_len, eos, 0.0)
+    assert hyps[0][0].tolist() == ref_seq
+    assert hyps[0][1] == pytest.approx(ref_score)
+    scores = [s for _, s in hyps]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_beam_of_one_is_greedy():
+    table = bigram_table(8, seed=3)
+    step_fn = lambda prefix: table[prefix[:, -1]]
+    hyps = beam_search(step_fn, torch.tensor([2]), beam_size=1, max_len=6, eos_id=None)
+    ref = greedy(Bigram(table), torch.tensor([[2]]), max_new_tokens=6)[0, 1:]
+    assert len(hyps) == 1 and torch.equal(hyps[0][0], ref)
+
+
+def test_beam_search_beats_greedy_on_a_garden_path():
+    # from start 0: token 1 looks best (0.6) but then everything is flat; token 2 (0.4) leads
+    # to a certain EOS. Greedy takes 1; a beam of 2 finds 2 -> EOS with higher probability.
+    eos = 3
+    probs = torch.tensor([
+        [0.0, 0.6, 0.4, 0.0],
+        [0.0, 1 / 3, 1 / 3, 1 / 3],
+        [0.0, 0.0, 0.0, 1.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ])  # fmt: skip
+    table = probs.clamp_min(1e-12).log()
+    step_fn = lambda prefix: table[prefix[:, -1]]
+    best, score = beam_search(step_fn, torch.tensor([0]), beam_size=2, max_len=2, eos_id=eos, length_penalty=0.0)[0]
+    assert best.tolist() == [2, 3]
+    assert score == pytest.approx(math.log(0.4))
+    greedy_first = greedy(Bigram(table), torch.tensor([[0]]), max_new_tokens=1)[0, 1].item()
+    assert greedy_first == 1
+
+
+def test_beam_search_length_penalty_prefers_longer_hypotheses():
+    # tokens: 0 = EOS, 1 = start, 2. From 1: EOS or 2 (0.5 each); from 2: EOS 0.8, 2 0.2.
+    # Raw log-prob prefers stopping at once ([0]: log .5); per-token (length_penalty=1) prefers
+    # [2, 0]: (log .5 + log .8) / 2.
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.8, 0.0, 0.2]])
+    table = probs.clamp_min(1e-12).log()
+    step_fn = lambda prefix: table[prefix[:, -1]]
+    for lp, expected in [(0.0, [0]), (1.0, [2, 0])]:
+        best, score = beam_search(step_fn, torch.tensor([1]), beam_size=2, max_len=4, eos_id=0, length_penalty=lp)[0]
+        ref_seq, ref_score = exhaustive_best(table, 1, 4, 0, lp)
+        assert best.tolist() == expected == ref_seq
+        assert score == pytest.approx(ref_score)
+
+
+def test_beam_search_invalid_arguments():
+    step_fn = lambda prefix: torch.zeros(prefix.size(0), 3)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(step_fn, torch.tensor([0]), beam_size=0, max_len=3, eos_id=None)
+    with pytest.raises(ValueError, match="max_len"):
+        beam_search(step_fn, torch.tensor([0]), beam_size=2, max_len=0, eos_id=None)

@@ -1,0 +1,201 @@
+"""labkit.models.gpt against Hugging Face GPT-2 (copied weights) and PyTorch's fused attention."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from labkit.generate import greedy
+from labkit.models.gpt import GPT, GPTConfig, Rotary
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 97
+
+
+def random_hf_gpt2(seed: int = 0):
+    """A randomly initialised HF GPT-2 with every parameter perturbed (so LayerNorm gains,
+    biases and embeddings all matter and a wrong copy cannot pass)."""
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_head=2, n_embd=32, vocab_size=VOCAB, n_positions=64,
+        bos_token_id=0, eos_token_id=None, pad_token_id=0,
+    )  # fmt: skip
+    hf = transformers.GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return hf.eval()
+
+
+def ids(B=3, T=20, seed=1, vocab=VOCAB):
+    return torch.randint(vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
+def test_from_hf_logits_match(fused):
+    hf = random_hf_gpt2()
+    model = GPT.from_hf(hf, fused_attention=fused).eval()
+    x = ids()
+    with torch.no_grad():
+        ref = hf(x).logits
+        logits, loss = model(x)
+    assert loss is None
+    assert logits.shape == (3, 20, VOCAB)
+    assert_close(logits, ref)
+
+
+def test_from_hf_loss_matches_with_ignore_index():
+    hf = random_hf_gpt2()
+    model = GPT.from_hf(hf).eval()
+    x = ids()
+    # HF shifts labels inside; ours takes aligned targets, -100 = no loss at that position
+    targets = torch.cat([x[:, 1:], torch.full((3, 1), -100)], dim=1)
+    with torch.no_grad():
+        ref = hf(x, labels=x).loss
+        _, loss = model(x, targets)
+    assert_close(loss, ref)
+
+
+def test_from_hf_copies_config_and_ties_weights():
+    hf = random_hf_gpt2()
+    model = GPT.from_hf(hf)
+    c = model.config
+    assert (c.vocab_size, c.block_size, c.n_layer, c.n_head, c.n_embd) == (VOCAB, 64, 2, 2, 32)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.num_params() == sum(p.numel() for p in hf.parameters())
+
+
+def test_greedy_matches_hf_generate():
+    hf = random_hf_gpt2()
+    model = GPT.from_hf(hf).eval()
+    x = ids(B=2, T=6, seed=3)
+    with torch.no_grad():
+        ref = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=15)
+    out = greedy(model, x, max_new_tokens=15)
+    assert out.shape == (2, 21)
+    assert torch.equal(out, ref)
+    # sampling restricted to the single best token is greedy too
+    assert torch.equal(model.generate(x, 15, top_k=1), ref)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"pos_emb": "rope", "mlp": "relu2", "tie_weights": False, "bias": False}],
+    ids=["gpt2", "rope-relu2-untied-nobias"],
+)
+def test_fused_and_explicit_paths_agree(overrides):
+    torch.manual_seed(0)
+    fused = GPT(GPTConfig.tiny(fused_attention=True, **overrides))
+    explicit = GPT(GPTConfig.tiny(fused_attention=False, **overrides))
+    explicit.load_state_dict(fused.state_dict())
+    x, y = ids(B=4, T=32, vocab=64), ids(B=4, T=32, seed=2, vocab=64)
+    lf, loss_f = fused(x, y)
+    le, loss_e = explicit(x, y)
+    assert_close(lf, le)
+    loss_f.backward()
+    loss_e.backward()
+    grads_e = dict(explicit.named_parameters())
+    for name, p in fused.named_parameters():
+        assert_close(p.grad, grads_e[name].grad, msg=lambda m: f"{name}: {m}")
+
+
+def test_return_attn_gives_causal_weights_per_layer():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny()).eval()  # fused by default; return_attn uses the explicit path
+    x = ids(B=2, T=10, vocab=64)
+    logits, loss, attn = model(x, return_attn=True)
+    assert_close(logits, model(x)[0])
+    assert len(attn) == 2
+    for a in attn:
+        assert a.shape == (2, 2, 10, 10)
+        assert_close(a.sum(-1), torch.ones(2, 2, 10))
+        assert torch.all(a.triu(diagonal=1) == 0)  # no weight on future tokens
+
+
+def test_rotary_matches_hf_llama_rope():
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    cfg = transformers.LlamaConfig(hidden_size=32, num_attention_heads=2, max_position_embeddings=64)
+    hs, T = 16, 12
+    q, k = torch.randn(2, 2, T, hs), torch.randn(2, 2, T, hs)
+    cos, sin = LlamaRotaryEmbedding(cfg)(q, torch.arange(T).unsqueeze(0))
+    q_ref, k_ref = apply_rotary_pos_emb(q, k, cos, sin)
+    rot = Rotary(hs, block_size=64)
+    assert_close(rot(q), q_ref)
+    assert_close(rot(k), k_ref)
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    rot = Rotary(16, block_size=64)
+    q, k = torch.randn(16), torch.randn(16)
+
+    def score(m, n):  # q at position m, k at position n
+        qs = rot(q.expand(1, 1, 64, 16))[0, 0, m]
+        ks = rot(k.expand(1, 1, 64, 16))[0, 0, n]
+        return qs @ ks
+
+    assert_close(score(5, 2), score(40, 37))
+    assert_close(score(3, 9), score(50, 56))
+
+
+def test_generate_crops_context_to_block_size():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(block_size=8)).eval()
+    x = ids(B=2, T=5, vocab=64)
+    g = torch.Generator().manual_seed(0)
+    out = model.generate(x, max_new_tokens=20, temperature=0.8, top_k=10, top_p=0.9, generator=g)
+    assert out.shape == (2, 25)
+    assert torch.equal(out[:, :5], x)
+    g = torch.Generator().manual_seed(0)
+    again = model.generate(x, max_new_tokens=20, temperature=0.8, top_k=10, top_p=0.9, generator=g)
+    assert torch.equal(out, again)  # seeded sampling is reproducible
+    with pytest.raises(ValueError, match="block_size"):
+        model(ids(B=1, T=9, vocab=64))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"pos_emb": "rope", "mlp": "relu2"}], ids=["gpt2", "rope-relu2"])
+def test_adamw_steps_lower_the_loss(overrides):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(**overrides))
+    x, y = ids(B=4, T=32, vocab=64), ids(B=4, T=32, seed=2, vocab=64)
+    opt = model.configure_optimizers(weight_decay=0.1, learning_rate=3e-3)
+    losses = []
+    for _ in range(15):
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(torch.log(torch.tensor(64.0)).item(), abs=0.1)  # ~uniform at init
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_config_rejects_bad_options():
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig.tiny(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="pos_emb"):
+        GPTConfig.tiny(pos_emb="sinusoidal")
+    with pytest.raises(ValueError, match="mlp"):
+        GPTConfig.tiny(mlp="swiglu")
+
+
+def test_from_pretrained_offline_gives_clear_error(monkeypatch, tmp_path):
+    # force offline mode with an empty cache: no network access is attempted
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(RuntimeError) as err:
+        GPT.from_pretrained("gpt2")
+    msg = str(err.value)
+    assert "unreachable" in msg and "Colab" in msg and "cache" in msg
+
+
+def test_from_pretrained_network_failure_gives_clear_error(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained", no_network)
+    with pytest.raises(RuntimeError, match="hub is unreachable"):
+        GPT.from_pretrained("gpt2")
