@@ -6,8 +6,9 @@ pass message or a hint that names the case and what differed (shape, dtype or
 values). Checkers return ``True``/``False`` and never raise, so a notebook
 keeps running while the learner works on an exercise.
 
-Notebook-specific checkers (``check_softmax``, ``check_causal_mask`` …) are
-thin wrappers that supply the cases, the reference and the hint.
+Exercise-specific checkers (``check_softmax``, ``check_causal_mask`` …) are
+thin wrappers that supply the cases, the reference and the hint; they live in
+the concept modules beside this one and are all importable from ``labkit.checks``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-__all__ = ["Case", "CheckResult", "check_close", "check_true", "check_warmup_mse"]
+__all__ = ["Case", "CheckResult", "check_close", "check_true", "check_warmup_mse", "random_cases"]
 
 
 class CheckResult:
@@ -150,13 +151,13 @@ def _check_true(name, condition_fn, hint) -> bool:
     return False
 
 
-def _cases(shapes: Iterable[tuple], seed: int = 0) -> list[Case]:
+def random_cases(shapes: Iterable[tuple], seed: int = 0, n_args: int = 2) -> list[Case]:
+    """One case per shape, each with ``n_args`` seeded standard-normal tensors of that shape."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for shape in shapes:
-        a = torch.randn(*shape, generator=g)
-        b = torch.randn(*shape, generator=g)
-        out.append(Case(f"shape {shape}", (a, b)))
+        args = tuple(torch.randn(*shape, generator=g) for _ in range(n_args))
+        out.append(Case(f"shape {shape}", args))
     return out
 
 
@@ -168,6 +169,6 @@ def check_warmup_mse(learner_fn: Callable) -> CheckResult:
         "mse",
         learner_fn,
         lambda p, t: torch.nn.functional.mse_loss(p, t),
-        _cases([(5,), (3, 4), (2, 3, 4)]),
+        random_cases([(5,), (3, 4), (2, 3, 4)]),
         hint="Hint: square the difference, then take the mean over *all* elements (.mean()), giving a 0-dim tensor.",
     )

@@ -1,0 +1,18 @@
+"""Exercise checkers with hints: ``from labkit import checks; checks.check_softmax(my_softmax)``.
+
+``_core`` holds the pattern (``check_close``, ``check_true``, ``Case``); the other
+modules hold the checkers for each concept's exercises.
+"""
+
+from ._core import *  # noqa: F401,F403
+from ._core import __all__ as _core_all
+from .attention import *  # noqa: F401,F403
+from .attention import __all__ as _attention_all
+from .blocks import *  # noqa: F401,F403
+from .blocks import __all__ as _blocks_all
+from .positions import *  # noqa: F401,F403
+from .positions import __all__ as _positions_all
+from .tokens import *  # noqa: F401,F403
+from .tokens import __all__ as _tokens_all
+
+__all__ = [*_core_all, *_attention_all, *_blocks_all, *_positions_all, *_tokens_all]
