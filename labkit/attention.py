@@ -1,0 +1,219 @@
+"""Scaled dot-product attention and multi-head attention.
+
+Two ways to compute the same thing: ``scaled_dot_product_attention`` spells out
+every step and returns the attention weights (to teach and to plot), while
+``MultiHeadAttention`` uses PyTorch's fused ``F.scaled_dot_product_attention``
+unless it is asked for the weights.
+
+Mask conventions (they differ, as they do in PyTorch):
+
+* ``scaled_dot_product_attention`` follows ``F.scaled_dot_product_attention``:
+  a boolean mask is True where a query **may** attend to a key.
+* ``MultiHeadAttention`` follows ``nn.MultiheadAttention``: a boolean
+  ``attn_mask`` or ``key_padding_mask`` is True where attention is **not** allowed.
+
+In both, a float mask is added to the scores (use ``-inf`` to block).
+A query whose keys are all masked gets all-zero weights and an all-zero output,
+as PyTorch's ``F.scaled_dot_product_attention`` gives on CPU (not NaN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["scaled_dot_product_attention", "causal_mask", "MultiHeadAttention"]
+
+
+def causal_mask(T_q: int, T_k: int | None = None, device=None) -> Tensor:
+    """Boolean (T_q, T_k) mask, True where query i may attend to key j, i.e. j <= i.
+
+    Aligned top-left, like ``is_causal=True`` in ``F.scaled_dot_product_attention``.
+    """
+    T_k = T_q if T_k is None else T_k
+    return torch.ones(T_q, T_k, dtype=torch.bool, device=device).tril()
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """softmax(q @ k^T / sqrt(d_k) + mask) @ v, step by step; returns (out, weights).
+
+    q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v) -> out (..., T_q, d_v),
+    weights (..., T_q, T_k) (after dropout: what multiplies v). Masks as in ``F.scaled_dot_product_attention``
+    (bool True = may attend). Like it, dropout applies whenever ``dropout_p > 0``, in train or eval mode.
+    """
+    _check_qkv(q, k, v)
+    if is_causal and mask is not None:
+        raise ValueError("pass either mask or is_causal=True, not both (as in F.scaled_dot_product_attention)")
+    T_q, T_k = q.size(-2), k.size(-2)
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+
+    scores = q @ k.transpose(-2, -1) * scale  # (..., T_q, T_k)
+    if is_causal:
+        mask = causal_mask(T_q, T_k, device=q.device)
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))  # blocked -> -inf
+    elif mask is not None:
+        scores = scores + mask  # float mask: added to the scores
+    # A row with every key blocked would give softmax(-inf, ..., -inf) = NaN; give it zeros.
+    blocked_row = torch.isneginf(scores).all(dim=-1, keepdim=True)  # (..., T_q, 1)
+    weights = scores.masked_fill(blocked_row, 0.0).softmax(dim=-1)  # (..., T_q, T_k)
+    weights = weights.masked_fill(blocked_row, 0.0)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
+
+
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., T, d) with at least 2 dims, got {tuple(t.shape)}")
+    if k.size(-1) != q.size(-1):
+        raise ValueError(
+            f"k must have shape (..., T_k, d_k) with d_k={q.size(-1)} like q {tuple(q.shape)}, got {tuple(k.shape)}"
+        )
+    if v.size(-2) != k.size(-2):
+        raise ValueError(
+            f"v must have shape (..., T_k, d_v) with T_k={k.size(-2)} like k {tuple(k.shape)}, got {tuple(v.shape)}"
+        )
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention, batch-first: project q, k, v, attend in ``n_heads`` heads, concatenate, project.
+
+    Masks follow ``nn.MultiheadAttention`` (bool True = NOT allowed); see ``forward``.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout = dropout  # dropout on the attention weights, in training mode only
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attn_mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """query (B, T_q, d_model), key/value (B, T_k, d_model) -> (out (B, T_q, d_model), weights or None).
+
+        As in ``nn.MultiheadAttention`` (the OPPOSITE of ``F.scaled_dot_product_attention``'s bool mask):
+        ``attn_mask`` (T_q, T_k) or (B*n_heads, T_q, T_k) and ``key_padding_mask`` (B, T_k) are True
+        where attention is NOT allowed (padding); float masks are added to the scores.
+        ``is_causal=True`` adds a causal mask (combined with any other mask given).
+        ``need_weights=True`` computes explicitly and returns per-head weights (B, n_heads, T_q, T_k),
+        not averaged over heads (like ``average_attn_weights=False``); otherwise the fused kernel runs.
+        """
+        B, T_q, T_k = self._check_inputs(query, key, value)
+        nh, hs = self.n_heads, self.head_dim
+        q = self.q_proj(query).view(B, T_q, nh, hs).transpose(1, 2)  # (B, nh, T_q, hs)
+        k = self.k_proj(key).view(B, T_k, nh, hs).transpose(1, 2)  # (B, nh, T_k, hs)
+        v = self.v_proj(value).view(B, T_k, nh, hs).transpose(1, 2)  # (B, nh, T_k, hs)
+
+        mask = self._sdpa_mask(attn_mask, key_padding_mask, B, T_q, T_k, q.dtype)  # SDPA convention now
+        if is_causal and mask is not None:  # fold the causal mask into the others
+            mask, is_causal = _combine(mask, causal_mask(T_q, T_k, device=q.device), q.dtype), False
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:  # explicit: scores, mask, softmax, weights @ v
+            y, weights = scaled_dot_product_attention(q, k, v, mask, is_causal, dropout_p)
+        else:  # fused kernel, weights never materialised
+            y, weights = F.scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal), None
+        y = y.transpose(1, 2).reshape(B, T_q, self.d_model)  # (B, T_q, d_model): heads side by side
+        return self.out_proj(y), weights
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[int, int, int]:
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if t.dim() != 3 or t.size(-1) != self.d_model:
+                raise ValueError(
+                    f"{name} must have shape (B, T, d_model={self.d_model}) (batch first), got {tuple(t.shape)}"
+                )
+        if key.shape[:2] != value.shape[:2] or key.size(0) != query.size(0):
+            raise ValueError(
+                f"key and value must have shape (B, T_k, d_model) with the same B={query.size(0)} as query "
+                f"and the same T_k, got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+            )
+        return query.size(0), query.size(1), key.size(1)
+
+    def _sdpa_mask(self, attn_mask, key_padding_mask, B, T_q, T_k, dtype) -> Tensor | None:
+        """Turn nn.MultiheadAttention-style masks into one mask in F.scaled_dot_product_attention's convention."""
+        mask = None
+        if attn_mask is not None:
+            if attn_mask.shape == (T_q, T_k):
+                pass
+            elif attn_mask.shape == (B * self.n_heads, T_q, T_k):
+                attn_mask = attn_mask.reshape(B, self.n_heads, T_q, T_k)
+            else:
+                raise ValueError(
+                    f"attn_mask must have shape (T_q, T_k)=({T_q}, {T_k}) or "
+                    f"(B*n_heads, T_q, T_k)=({B * self.n_heads}, {T_q}, {T_k}), got {tuple(attn_mask.shape)}"
+                )
+            mask = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(dtype)
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (B, T_k):
+                raise ValueError(
+                    f"key_padding_mask must have shape (B, T_k)=({B}, {T_k}), got {tuple(key_padding_mask.shape)}"
+                )
+            kpm = key_padding_mask[:, None, None, :]  # (B, 1, 1, T_k): same for every head and query
+            kpm = ~kpm if kpm.dtype == torch.bool else kpm.to(dtype)
+            mask = _combine(mask, kpm, dtype)
+        return mask
+
+    @classmethod
+    def from_torch(cls, m: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """Copy a batch-first ``nn.MultiheadAttention``: its in_proj is split into q_proj, k_proj, v_proj."""
+        if not m.batch_first:
+            raise ValueError("from_torch needs nn.MultiheadAttention(..., batch_first=True); got batch_first=False")
+        if not m._qkv_same_embed_dim:
+            raise ValueError(
+                f"from_torch needs kdim == vdim == embed_dim={m.embed_dim}, got kdim={m.kdim}, vdim={m.vdim}"
+            )
+        if m.bias_k is not None or m.add_zero_attn:
+            raise ValueError("from_torch does not support add_bias_kv=True or add_zero_attn=True")
+        bias = m.in_proj_bias is not None
+        new = cls(m.embed_dim, m.num_heads, dropout=m.dropout, bias=bias)
+        new = new.to(device=m.in_proj_weight.device, dtype=m.in_proj_weight.dtype)
+        with torch.no_grad():
+            for proj, w in zip((new.q_proj, new.k_proj, new.v_proj), m.in_proj_weight.chunk(3)):
+                proj.weight.copy_(w)
+            if bias:
+                for proj, b in zip((new.q_proj, new.k_proj, new.v_proj), m.in_proj_bias.chunk(3)):
+                    proj.bias.copy_(b)
+            new.out_proj.load_state_dict(m.out_proj.state_dict())
+        return new.train(m.training)
+
+
+def _combine(a: Tensor | None, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """Both masks must allow (SDPA convention): bool & bool, otherwise add as floats."""
+    if a is None:
+        return b
+    if a.dtype == torch.bool and b.dtype == torch.bool:
+        return a & b
+    return _as_float(a, dtype) + _as_float(b, dtype)
+
+
+def _as_float(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    if mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
