@@ -1,0 +1,52 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from labkit.evaluate import accuracy, lm_loss, perplexity
+
+
+class Uniform(nn.Module):
+    """Predicts every token with equal probability: its loss is log(V) exactly."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, y):
+        logits = torch.zeros(*x.shape, self.vocab) + self.dummy
+        return logits, nn.functional.cross_entropy(logits.view(-1, self.vocab), y.reshape(-1))
+
+
+def test_uniform_model_has_perplexity_vocab_size():
+    data = torch.randint(0, 17, (1000,))
+    loss = lm_loss(Uniform(17), data, block_size=10, batch_size=7)
+    assert loss == pytest.approx(math.log(17), rel=1e-6)
+    assert perplexity(loss) == pytest.approx(17, rel=1e-5)
+
+
+def test_lm_loss_is_the_mean_over_all_windowed_tokens():
+    torch.manual_seed(0)
+
+    class Bigram(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Embedding(7, 7)
+
+        def forward(self, x, y):
+            logits = self.table(x)
+            return logits, nn.functional.cross_entropy(logits.view(-1, 7), y.reshape(-1))
+
+    model, data = Bigram(), torch.randint(0, 7, (105,))
+    # 10 windows of 10 in batches of 3, 3, 3, 1; tokens 100.. are left over
+    expected = nn.functional.cross_entropy(model.table(data[:100]), data[1:101]).item()
+    assert lm_loss(model, data, block_size=10, batch_size=3) == pytest.approx(expected, rel=1e-6)
+
+
+def test_accuracy():
+    assert accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])) == 0.5
+    assert accuracy([1, 2, 3], [1, 2, 4]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="same shape"):
+        accuracy([1, 2], [1, 2, 3])
