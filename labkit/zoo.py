@@ -46,6 +46,17 @@ class Recipe:
 
 
 _RECIPES: dict[str, Recipe] = {}
+_BUILTIN = ("labkit.recipes:register_all",)  # modules whose recipes ship with the lab
+_builtin_done = False
+
+
+def _ensure_builtin() -> None:
+    """Register the lab's own recipes on first use (importing them at import time would be slow)."""
+    global _builtin_done
+    if not _builtin_done:
+        _builtin_done = True
+        for ref in _BUILTIN:
+            _resolve(ref)()
 
 
 def register(recipe: Recipe, overwrite: bool = False) -> Recipe:
@@ -58,6 +69,7 @@ def register(recipe: Recipe, overwrite: bool = False) -> Recipe:
 
 def available() -> dict[str, str]:
     """Registered names and their descriptions."""
+    _ensure_builtin()
     return {name: r.description for name, r in sorted(_RECIPES.items())}
 
 
@@ -69,6 +81,7 @@ def _resolve(fn: Callable | str) -> Callable:
 
 
 def _recipe(name: str) -> Recipe:
+    _ensure_builtin()
     if name not in _RECIPES:
         known = ", ".join(sorted(_RECIPES)) or "(none)"
         raise KeyError(f"No zoo model named {name!r}. Known: {known}.")

@@ -49,3 +49,8 @@ def test_unknown_name_lists_known():
     zoo.register(zoo.Recipe("test-known", "x", build=_build, train=_train), overwrite=True)
     with pytest.raises(KeyError, match="test-known"):
         zoo.load("nope")
+
+
+def test_builtin_recipes_are_registered():
+    assert "gpt-shakespeare" in zoo.available()
+    assert zoo.path("gpt-shakespeare").name.startswith("gpt-shakespeare-v")

@@ -1,0 +1,291 @@
+"""Training recipes for the zoo's models, and the pieces they share with ``benchmarks/``.
+
+``gpt-shakespeare`` is a character-level GPT trained on Tiny Shakespeare with the
+lab's fast CPU recipe (``LAB``): rotary positions, a squared-ReLU MLP, and the
+Muon optimizer on the transformer blocks' weight matrices with AdamW on the
+rest. ``NANOGPT`` is the well-known nanoGPT ``shakespeare_char`` CPU recipe in
+the same terms, kept as the baseline. ``benchmarks/pretrain_gpt_cpu.py`` runs
+either one and imports everything it needs from here, so the zoo model and the
+benchmark train the same way:
+
+    tok, train_data, val_data = shakespeare_data()
+    model = build_model(LAB, tok.vocab_size)
+    result = train_lm(model, train_data, LAB)
+    evaluate_lm(model, val_data, LAB.block_size)  # mean loss over the whole split
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .data import random_windows, read_text, sequential_windows, train_val_split
+from .models.gpt import GPT, GPTConfig
+from .tokenizers import CharTokenizer
+from .train import TrainConfig, make_optimizer, train
+
+__all__ = ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "gpt_config", "build_model",
+           "split_params", "MuonAdamW", "build_optimizer", "TrainResult", "train_lm", "evaluate_lm",
+           "build_gpt_shakespeare", "train_gpt_shakespeare", "register_all"]
+
+
+# --- the recipes ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LMRecipe:
+    """Everything that decides how a character-level GPT is trained (one field per lever)."""
+
+    # the model (see GPTConfig)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 128  # width of the residual stream (d_model)
+    block_size: int = 64  # context length, in characters
+    pos_emb: str = "rope"  # "learned" (GPT-2) or "rope" (rotary)
+    mlp: str = "relu2"  # "gelu" (GPT-2) or "relu2" (squared ReLU)
+    tie_weights: bool = False  # output layer shares the token-embedding matrix
+    bias: bool = False  # biases in Linear and LayerNorm layers
+    dropout: float = 0.0
+    # the optimisation
+    optimizer: str = "muon"  # "muon": Muon on the blocks' 2-D weights + AdamW on the rest; "adamw": AdamW on all
+    steps: int = 500  # optimizer steps (the LR schedule is laid out over these)
+    batch_size: int = 48  # windows per step
+    lr: float = 3e-3  # AdamW's peak lr (with "muon": embeddings, head, norms and biases only)
+    muon_lr: float = 0.05  # Muon's peak lr (torch's "original" shape adjustment: x sqrt(max(1, rows/cols)))
+    muon_momentum: float = 0.95  # Muon's Nesterov momentum
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW's betas
+    weight_decay: float = 0.1  # AdamW's decay, on matrices and embeddings only
+    muon_weight_decay: float = 0.0  # Muon's decoupled decay (torch's default would be 0.1)
+    warmup_steps: int = 50  # linear warmup, then cosine decay
+    min_lr_ratio: float = 0.1  # the cosine ends at min_lr_ratio x the peak lr
+    grad_clip: float | None = 1.0  # max global gradient norm
+    seed: int = 1337  # model initialisation and batch order
+
+
+# nanoGPT's config/train_shakespeare_char.py with its README's CPU overrides
+# (--block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000
+# --lr_decay_iters=2000 --dropout=0.0), in GPT-2's architecture.
+NANOGPT = LMRecipe(
+    pos_emb="learned", mlp="gelu", tie_weights=True, bias=False, dropout=0.0,
+    optimizer="adamw", steps=2000, batch_size=12, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1,
+    warmup_steps=100, min_lr_ratio=0.1, grad_clip=1.0,
+)  # fmt: skip
+
+# The lab's fast recipe (LMRecipe's defaults): nanoGPT's size and context; rotary positions,
+# ReLU^2 and an untied output layer; Muon on the blocks' matrices; a 4x bigger batch to spread
+# Muon's per-step cost over more tokens, and 4x fewer steps: the same 1,536,000 training
+# tokens as NANOGPT (tune `steps` to the measured throughput to match its wall time).
+LAB = LMRecipe(
+    pos_emb="rope", mlp="relu2", tie_weights=False, bias=False, dropout=0.0,
+    optimizer="muon", steps=500, batch_size=48, lr=3e-3, muon_lr=0.05, betas=(0.9, 0.99),
+    weight_decay=0.1, muon_weight_decay=0.0, warmup_steps=50, min_lr_ratio=0.1, grad_clip=1.0,
+)  # fmt: skip
+
+
+# --- data and model ---------------------------------------------------------------
+
+def shakespeare_data() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
+    """The character tokenizer (vocabulary from the whole text) and the first 90% / last 10%
+    of Tiny Shakespeare as 1-D long tensors of ids."""
+    text = read_text("tinyshakespeare")
+    tok = CharTokenizer.from_text(text)
+    data = torch.tensor(tok.encode(text), dtype=torch.long)
+    train_data, val_data = train_val_split(data, 0.9)
+    return tok, train_data, val_data
+
+
+def gpt_config(recipe: LMRecipe, vocab_size: int) -> GPTConfig:
+    """The GPTConfig that ``recipe`` describes."""
+    return GPTConfig(
+        vocab_size=vocab_size, block_size=recipe.block_size, n_layer=recipe.n_layer,
+        n_head=recipe.n_head, n_embd=recipe.n_embd, dropout=recipe.dropout, bias=recipe.bias,
+        pos_emb=recipe.pos_emb, mlp=recipe.mlp, tie_weights=recipe.tie_weights,
+    )  # fmt: skip
+
+
+def build_model(recipe: LMRecipe, vocab_size: int) -> GPT:
+    """A freshly initialised GPT for ``recipe``, seeded with ``recipe.seed``."""
+    torch.manual_seed(recipe.seed)
+    return GPT(gpt_config(recipe, vocab_size))
+
+
+# --- the optimizer ------------------------------------------------------------------
+
+def split_params(model: GPT) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(Muon's, AdamW's): the 2-D weight matrices inside the transformer blocks go to Muon;
+    the embeddings, the output layer, every norm gain and every bias go to AdamW."""
+    in_blocks = {id(p) for p in model.transformer.h.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]  # a tied matrix appears once
+    muon = [p for p in params if id(p) in in_blocks and p.dim() == 2]
+    chosen = {id(p) for p in muon}
+    return muon, [p for p in params if id(p) not in chosen]
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """``torch.optim.Muon`` on some parameters and ``torch.optim.AdamW`` on the others, as one optimizer.
+
+    ``param_groups`` is the AdamW groups then the Muon group, the very dicts the two inner
+    optimizers use, so an LR scheduler (``LambdaLR``, ``labkit.train``) that scales every
+    group's ``lr`` scales both with one schedule, each from its own peak.
+    """
+
+    def __init__(self, muon_params, adamw_groups, muon_lr: float = 0.02, adamw_lr: float = 3e-3,
+                 betas: tuple[float, float] = (0.9, 0.95), muon_momentum: float = 0.95,
+                 muon_weight_decay: float = 0.0):
+        self.adamw = torch.optim.AdamW(adamw_groups, lr=adamw_lr, betas=betas)
+        self.muon = torch.optim.Muon(muon_params, lr=muon_lr, momentum=muon_momentum,
+                                     weight_decay=muon_weight_decay, adjust_lr_fn="original")
+        super().__init__(self.adamw.param_groups + self.muon.param_groups, defaults={})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.adamw.step()
+        self.muon.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.adamw.load_state_dict(state_dict["adamw"])
+        self.muon.load_state_dict(state_dict["muon"])
+        self.param_groups = self.adamw.param_groups + self.muon.param_groups  # loading made new dicts
+
+
+def build_optimizer(model: GPT, recipe: LMRecipe) -> torch.optim.Optimizer:
+    """AdamW on everything (``optimizer="adamw"``, as nanoGPT) or MuonAdamW (``"muon"``).
+    AdamW decays matrices and embeddings but not norm gains or biases, in both."""
+    if recipe.optimizer == "adamw":
+        return make_optimizer(model, recipe.lr, recipe.weight_decay, recipe.betas)
+    if recipe.optimizer != "muon":
+        raise ValueError(f"optimizer must be 'adamw' or 'muon', got {recipe.optimizer!r}")
+    muon, rest = split_params(model)
+    adamw_groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": recipe.weight_decay},
+                    {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    adamw_groups = [g for g in adamw_groups if g["params"]]
+    return MuonAdamW(muon, adamw_groups, muon_lr=recipe.muon_lr, adamw_lr=recipe.lr, betas=recipe.betas,
+                     muon_momentum=recipe.muon_momentum, muon_weight_decay=recipe.muon_weight_decay)
+
+
+# --- training and evaluation ---------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """What ``train_lm`` did: steps taken (fewer than planned if time ran out) and time in the loop."""
+
+    steps: int
+    seconds: float  # wall time in the training loop (no data preparation, no final evaluation)
+    tokens: int  # training tokens seen (steps x batch_size x block_size)
+    train_loss: float | None  # mean train loss over the last logged window
+    stopped_early: bool  # True when max_seconds ran out before recipe.steps
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def train_lm(model: GPT, train_data: torch.Tensor, recipe: LMRecipe, max_seconds: float | None = None,
+             progress: bool = True, log: Callable[[str], None] | None = None,
+             log_every: int = 100) -> TrainResult:
+    """Train ``model`` on random windows of ``train_data`` with ``labkit.train`` and the recipe's
+    optimizer and warmup-cosine schedule. ``max_seconds`` stops the loop early (the schedule is
+    still laid out over ``recipe.steps``). ``log(line)`` gets a progress line every ``log_every`` steps."""
+    gen = torch.Generator().manual_seed(recipe.seed)
+    done, t0 = [0], time.perf_counter()
+
+    def get_batch(step: int):
+        if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+            raise _OutOfTime
+        done[0] = step
+        return random_windows(train_data, recipe.block_size, recipe.batch_size, gen)
+
+    def report(step: int, model: nn.Module, history) -> None:
+        if log is not None:
+            s = time.perf_counter() - t0
+            tps = step * recipe.batch_size * recipe.block_size / s
+            log(f"step {step:5d}/{recipe.steps}  train loss {history.train_loss[-1]:.4f}  "
+                f"lr {history.lr[-1]:.2e}  {s:6.1f} s  {tps:,.0f} tok/s")
+
+    config = TrainConfig(
+        max_steps=recipe.steps, lr=recipe.lr, min_lr_ratio=recipe.min_lr_ratio,
+        warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay, betas=recipe.betas,
+        grad_clip=recipe.grad_clip, eval_every=log_every if log is not None else 0,
+        log_every=10 if log_every % 10 == 0 else log_every,
+        progress=progress, desc=f"training ({recipe.optimizer})",
+    )  # fmt: skip
+    # eval_fn is a no-op: it is only there to make labkit.train call `report` every log_every steps
+    no_eval = (lambda m: {}) if log is not None else None
+    history = None
+    model.train()
+    try:
+        history = train(model, get_batch, config, eval_fn=no_eval, optimizer=build_optimizer(model, recipe),
+                        callback=report)
+        steps, stopped = recipe.steps, False
+    except _OutOfTime:
+        steps, stopped = done[0], True
+    seconds = time.perf_counter() - t0
+    model.eval()
+    last = history.train_loss[-1] if history is not None and history.train_loss else None
+    return TrainResult(steps, seconds, steps * recipe.batch_size * recipe.block_size, last, stopped)
+
+
+@torch.no_grad()
+def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 256) -> float:
+    """Mean next-token cross-entropy over every non-overlapping ``block_size`` window of ``data``
+    (the whole split, each token predicted once; the model must return ``(logits, loss)``)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for x, y in sequential_windows(data, block_size, batch_size):
+        _, loss = model(x.to(device), y.to(device))
+        total += loss.item() * y.numel()  # loss is the mean over this batch's tokens
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+# --- the zoo's gpt-shakespeare --------------------------------------------------------
+
+def build_gpt_shakespeare(meta: dict) -> GPT:
+    """An untrained GPT of the shape saved in ``meta["config"]`` (a GPTConfig as a dict)."""
+    return GPT(GPTConfig(**meta["config"]))
+
+
+def train_gpt_shakespeare(recipe: LMRecipe = LAB) -> tuple[GPT, dict]:
+    """Train the character-level Shakespeare GPT with the lab's recipe; ``meta`` holds the
+    GPTConfig as a dict, the tokenizer's characters, the recipe and the final val loss."""
+    tok, train_data, val_data = shakespeare_data()
+    model = build_model(recipe, tok.vocab_size)
+    result = train_lm(model, train_data, recipe)
+    val_loss = evaluate_lm(model, val_data, recipe.block_size)
+    recipe_dict = asdict(recipe)
+    recipe_dict["betas"] = list(recipe.betas)
+    meta = {"config": asdict(model.config), "chars": list(tok.chars), "recipe": recipe_dict,
+            "val_loss": val_loss, "train_steps": result.steps}
+    return model, meta
+
+
+def register_all() -> None:
+    """Register this module's recipes with ``labkit.zoo`` (safe to call more than once)."""
+    from . import zoo
+
+    zoo.register(zoo.Recipe(
+        name="gpt-shakespeare",
+        description="character-level GPT (4 layers, 128 wide, 64-character context) trained on "
+                    "Tiny Shakespeare with the lab's fast CPU recipe (RoPE, ReLU^2, Muon)",
+        build="labkit.recipes:build_gpt_shakespeare", train="labkit.recipes:train_gpt_shakespeare",
+        version=1, minutes_cpu=1.5,
+    ), overwrite=True)  # fmt: skip
+

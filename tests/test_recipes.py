@@ -1,0 +1,162 @@
+"""labkit.recipes: the Muon+AdamW optimizer, the whole-split evaluation, and the zoo's build/train pair."""
+
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from labkit import recipes
+from labkit.models.gpt import GPT, GPTConfig
+from labkit.recipes import LAB, MuonAdamW, build_optimizer, evaluate_lm, split_params
+from labkit.train import TrainConfig, train
+
+TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, batch_size=4, steps=20, warmup_steps=2)
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig.tiny(pos_emb="rope", mlp="relu2", **overrides))
+
+
+def fixed_batch(vocab=64, B=4, T=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(vocab, (B, T), generator=g), torch.randint(vocab, (B, T), generator=g)
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_muon_gets_exactly_the_block_matrices(tie):
+    model = tiny_model(tie_weights=tie, bias=True)
+    muon, adamw = split_params(model)
+    block_matrices = {f"transformer.h.{i}.{name}" for i in range(2)
+                      for name in ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")}
+    names = {id(p): n for n, p in model.named_parameters()}  # a tied matrix is named once
+    assert {names[id(p)] for p in muon} == block_matrices
+    assert all(p.dim() == 2 for p in muon)
+    # every parameter exactly once, across both optimizers' groups
+    opt = build_optimizer(model, replace(LAB, **TINY, tie_weights=tie))
+    in_groups = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(in_groups) == sorted(id(p) for p in model.parameters())
+    assert {id(p) for p in opt.muon.param_groups[0]["params"]} == {id(p) for p in muon}
+    assert {id(p) for g in opt.adamw.param_groups for p in g["params"]} == {id(p) for p in adamw}
+    assert id(model.transformer.wte.weight) in {id(p) for p in adamw}
+    assert id(model.lm_head.weight) in {id(p) for p in adamw}
+
+
+def test_muon_adamw_steps_both_and_lowers_the_loss():
+    model = tiny_model()
+    opt = build_optimizer(model, replace(LAB, **TINY))
+    assert isinstance(opt, MuonAdamW)
+    x, y = fixed_batch()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    losses = []
+    for _ in range(15):
+        _, loss = model(x, y)
+        losses.append(loss.item())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0] - 0.5  # memorising one batch goes fast
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert "transformer.h.0.mlp.c_fc.weight" in changed  # a Muon parameter
+    assert "transformer.wte.weight" in changed and "transformer.ln_f.weight" in changed  # AdamW's
+    assert len(opt.muon.state) == 8 and len(opt.adamw.state) == len(list(model.parameters())) - 8
+
+
+def test_muon_update_is_orthogonalised_and_shape_scaled():
+    """One Muon step with no momentum history moves W by lr * sqrt(max(1, rows/cols)) * ~orthogonal(G)."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(64, 16))
+    bias = torch.nn.Parameter(torch.zeros(64))
+    opt = MuonAdamW([w], [{"params": [bias]}], muon_lr=0.1, adamw_lr=1e-3)
+    w.grad, bias.grad = torch.randn(64, 16), torch.randn(64)
+    w0 = w.detach().clone()
+    opt.step()
+    update = (w0 - w.detach()) / (0.1 * 2.0)  # sqrt(64 / 16) = 2
+    sv = torch.linalg.svdvals(update)
+    assert sv.min() > 0.5 and sv.max() < 1.3  # Newton-Schulz pushes every singular value towards 1
+
+
+def test_lr_schedule_scales_both_parts():
+    model = tiny_model()
+    recipe = replace(LAB, **TINY, lr=2e-3, muon_lr=0.04)
+    opt = build_optimizer(model, recipe)
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)  # sets lr = 0.5 x peak at once
+    assert [g["lr"] for g in opt.adamw.param_groups] == [1e-3] * len(opt.adamw.param_groups)
+    assert opt.muon.param_groups[0]["lr"] == 0.02
+
+
+def test_works_in_labkit_train_and_resumes_exactly(tmp_path):
+    """labkit.train drives MuonAdamW (schedule, clipping) and a crashed run resumes to the same weights."""
+    recipe = replace(LAB, **TINY)
+    batches = [fixed_batch(seed=s % 2) for s in range(8)]  # two batches, seen four times each
+    cfg = TrainConfig(max_steps=8, warmup_steps=2, eval_every=0, log_every=1, progress=False)
+
+    def fresh():
+        model = tiny_model()
+        return model, build_optimizer(model, recipe)
+
+    model, opt = fresh()
+    full = train(model, lambda s: batches[s], cfg, optimizer=opt)
+    assert full.train_loss[-1] < full.train_loss[0]
+    assert opt.muon.param_groups[0]["lr"] < recipe.muon_lr  # the cosine reached Muon too
+
+    class Crash(Exception):
+        pass
+
+    def crashing(step):
+        if step >= 4:
+            raise Crash
+        return batches[step]
+
+    ckpt = str(tmp_path / "run.pt")
+    part = replace(cfg, checkpoint_path=ckpt, checkpoint_every=4)
+    crashed, crashed_opt = fresh()
+    with pytest.raises(Crash):
+        train(crashed, crashing, part, optimizer=crashed_opt)
+    torch.manual_seed(999)
+    model2 = GPT(GPTConfig.tiny(pos_emb="rope", mlp="relu2"))  # other weights: resume must restore them
+    resumed = train(model2, lambda s: batches[s], part, optimizer=build_optimizer(model2, recipe), resume_from=ckpt)
+    assert resumed.train_loss == full.train_loss
+    for (n, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert_close(a, b, msg=n)
+
+
+def test_evaluate_lm_equals_a_hand_loop():
+    model = tiny_model().eval()
+    data = torch.randint(64, (300,), generator=torch.Generator().manual_seed(5))
+    T = 16
+    n = (len(data) - 1) // T  # 18 whole windows; the 11 tokens left over are not scored
+    losses = []
+    with torch.no_grad():
+        for i in range(n):
+            x, y = data[i * T:(i + 1) * T], data[i * T + 1:(i + 1) * T + 1]
+            logits, _ = model(x[None])
+            losses.append(F.cross_entropy(logits[0], y, reduction="none"))
+    expected = torch.cat(losses).mean().item()
+    for batch_size in (1, 5, 64):  # a ragged last batch must not change the mean
+        assert evaluate_lm(model, data, T, batch_size) == pytest.approx(expected, rel=1e-5)
+
+
+def test_build_from_meta_loads_a_trained_state_dict(monkeypatch):
+    text = "to be, or not to be: that is the question.\n" * 40
+    monkeypatch.setattr(recipes, "read_text", lambda name: text)
+    model, meta = recipes.train_gpt_shakespeare(replace(LAB, **{**TINY, "steps": 3}))
+    assert meta["chars"] == sorted(set(text)) and meta["config"]["vocab_size"] == len(set(text))
+    assert meta["config"] == asdict(model.config)
+    rebuilt = recipes.build_gpt_shakespeare(meta)
+    rebuilt.load_state_dict(model.state_dict())  # strict: same names and shapes
+    x = torch.randint(len(set(text)), (2, 16))
+    assert_close(rebuilt.eval()(x)[0], model.eval()(x)[0])
+    torch.save({"meta": meta}, buf := __import__("io").BytesIO())
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["meta"] == meta  # the zoo loads meta with weights_only=True
+
+
+def test_register_all_registers_gpt_shakespeare():
+    from labkit import zoo
+
+    recipes.register_all()
+    recipes.register_all()  # twice is fine
+    assert "gpt-shakespeare" in zoo.available()
