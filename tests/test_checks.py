@@ -38,3 +38,8 @@ def test_check_true(capsys):
     assert not checks.check_true("prop", lambda: "rows must sum to 1", hint="Hint: softmax over the last dim")
     out = capsys.readouterr().out
     assert "rows must sum to 1" in out and "softmax" in out
+
+
+def test_nan_output_is_reported_not_crashed(capsys):
+    assert not checks.check_warmup_mse(lambda p, t: ((p - t) ** 2).mean() * float("nan"))
+    assert "values differ" in capsys.readouterr().out

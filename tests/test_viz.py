@@ -29,3 +29,9 @@ def test_loss_curves_and_image_grid():
     assert len(fig.axes[0].lines) == 1 and fig.axes[0].get_ylabel() == "loss"
     fig = viz.image_grid(torch.rand(10, 1, 8, 8), nrow=5, titles=[str(i) for i in range(10)], title="digits")
     assert len(fig.axes) == 10 and fig._suptitle.get_text() == "digits"
+
+
+def test_annotations_are_readable_on_light_and_dark_cells():
+    fig = viz.attention_heatmap(torch.tensor([[0.0, 1.0], [0.5, 0.5]]), ["a", "b"], annotate=True)
+    colors = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    assert colors["0.00"] == "black" and colors["1.00"] == "white"  # Blues: white at 0, dark blue at 1

@@ -79,7 +79,7 @@ def _compare(got: Any, want: Any, atol: float, rtol: float) -> str | None:
             return None
         got = got.detach().to(want.dtype)
         if not torch.allclose(got, want, atol=atol, rtol=rtol, equal_nan=True):
-            diff = (got - want).abs()
+            diff = (got - want).abs().nan_to_num(nan=float("inf"))  # a NaN counts as the worst difference
             idx = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
             return (f"values differ: largest difference {diff.max().item():.3g} at index {list(idx)} "
                     f"(expected {want[idx].item():.4g}, got {got[idx].item():.4g})")

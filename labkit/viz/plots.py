@@ -44,11 +44,11 @@ def heatmap(
     if row_labels is not None:
         ax.set_yticks(range(len(row_labels)), list(row_labels))
     if annotate:
-        mid = (np.nanmax(m) + np.nanmin(m)) / 2
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if m[i, j] > mid else "white")
+                r, g, b, _ = im.cmap(im.norm(m[i, j]))  # dark text on light cells, whatever the colour map
+                color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
