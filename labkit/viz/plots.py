@@ -35,7 +35,8 @@ def heatmap(
     if m.ndim != 2:
         raise ValueError(f"heatmap needs a 2-D matrix, got shape {m.shape}; select one head/batch first")
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * m.shape[1] + 2), max(2.5, 0.4 * m.shape[0] + 1.5)))
+        fig, ax = plt.subplots(figsize=(min(10.0, max(3.0, 0.45 * m.shape[1] + 2)),  # capped: big matrices
+                                        min(8.0, max(2.5, 0.4 * m.shape[0] + 1.5))))  # stay on screen
     else:
         fig = ax.figure
     im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
