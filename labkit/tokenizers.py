@@ -18,10 +18,11 @@ from __future__ import annotations
 import codecs
 import json
 import os
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from ._io import atomic_write_text as _atomic_write_text
 
 __all__ = ["CharTokenizer", "BPETokenizer"]
 
@@ -29,20 +30,6 @@ __all__ = ["CharTokenizer", "BPETokenizer"]
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 GPT_SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
 
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _describe_char(ch: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .device import autocast, autocast_dtype, get_device
 
 __all__ = ["TrainConfig", "History", "train", "warmup_cosine", "make_optimizer",
@@ -147,15 +147,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _atomic_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)  # readers see the old checkpoint or the new one, never half of one
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, scheduler=None, step: int = 0,

@@ -18,7 +18,6 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from .._io import atomic_write_text
 
 __all__ = ["head_view", "model_view", "save_html"]
 
@@ -410,15 +411,4 @@ def save_html(view, path: str | os.PathLike, title: str = "attention") -> Path:
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{title.replace('<', '&lt;')}</title></head>\n<body>\n{body}\n</body></html>\n"
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, page)
