@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
+from torch_compare import assert_grads_equal, grads_in_torch_names  # noqa: F401
 
 from labkit.attention import MultiHeadAttention, causal_mask
 from labkit.layers import (
@@ -39,25 +40,6 @@ def _perturb(module: nn.Module) -> nn.Module:
         for p in module.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return module.eval()
-
-
-def grads_in_torch_names(module: nn.Module) -> dict:
-    """Parameter gradients of a labkit module, renamed and q/k/v-concatenated as in PyTorch's modules."""
-    out = {n.replace("ff.", "").replace("cross_attn.", "multihead_attn."): p.grad for n, p in module.named_parameters()}
-    for prefix in {n.split("q_proj.")[0] for n in out if "q_proj." in n}:
-        for kind in ("weight", "bias"):
-            parts = [out.pop(f"{prefix}{x}_proj.{kind}", None) for x in "qkv"]
-            if parts[0] is not None:
-                out[f"{prefix}in_proj_{kind}"] = torch.cat(parts)
-    return out
-
-
-def assert_grads_equal(ours: nn.Module, theirs: nn.Module) -> None:
-    got, want = grads_in_torch_names(ours), {n: p.grad for n, p in theirs.named_parameters()}
-    assert got.keys() == want.keys()
-    for name in want:
-        assert want[name] is not None, name
-        assert_close(got[name], want[name], msg=lambda m: f"{name}: {m}")
 
 
 def _padding(T_k):
