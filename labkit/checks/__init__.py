@@ -12,7 +12,9 @@ from .blocks import *  # noqa: F401,F403
 from .blocks import __all__ as _blocks_all
 from .positions import *  # noqa: F401,F403
 from .positions import __all__ as _positions_all
+from .sampling import *  # noqa: F401,F403
+from .sampling import __all__ as _sampling_all
 from .tokens import *  # noqa: F401,F403
 from .tokens import __all__ as _tokens_all
 
-__all__ = [*_core_all, *_attention_all, *_blocks_all, *_positions_all, *_tokens_all]
+__all__ = [*_core_all, *_attention_all, *_blocks_all, *_positions_all, *_sampling_all, *_tokens_all]
