@@ -51,6 +51,7 @@ LEVERS = {
     "n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "seed": "seed",
     "warmup": "warmup_steps", "min_lr_ratio": "min_lr_ratio", "weight_decay": "weight_decay",
     "muon_weight_decay": "muon_weight_decay", "muon_momentum": "muon_momentum", "tie_weights": "tie_weights",
+    "zero_init": "zero_init", "head_lr": "head_lr",
 }  # fmt: skip
 
 
@@ -63,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="windows per optimizer step")
     p.add_argument("--steps", type=int, help="optimizer steps; the warmup-cosine schedule spans them")
     p.add_argument("--lr", type=float, help="AdamW peak lr (with muon: embeddings, head, norms, biases)")
+    p.add_argument("--head-lr", type=float, help="with muon: AdamW peak lr for an untied output layer (default: --lr)")
     p.add_argument("--muon-lr", type=float, help="Muon peak lr (torch's 'original' shape adjustment)")
     p.add_argument("--block-size", type=int, help="context length in characters (training and evaluation)")
     p.add_argument("--n-layer", type=int, help="transformer blocks")
@@ -75,8 +77,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--muon-momentum", type=float, help="Muon Nesterov momentum")
     p.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="share the token embedding with the output layer")
+    p.add_argument("--zero-init", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the blocks' output projections and the output layer at zero")
     p.add_argument("--seed", type=int, help="seed for initialisation and batch order")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's choice)")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile(model) (compile time is in wall_s)")
     p.add_argument("--max-seconds", type=float, help="stop training after this many seconds in the loop, then evaluate")
     p.add_argument("--eval-batch-size", type=int, default=256, help="windows per evaluation batch")
     p.add_argument("--log-every", type=int, default=100, help="steps between progress lines on stderr")
@@ -103,7 +108,8 @@ def main(argv=None) -> None:
         f"model {model.num_params():,} parameters; set-up {time.perf_counter() - t:.1f} s "
         f"(imports {t - _T0:.1f} s)")
 
-    result = train_lm(model, train_data, recipe, max_seconds=args.max_seconds, progress=False, log=log,
+    trained = torch.compile(model) if args.compile else model  # shares the parameters with `model`
+    result = train_lm(trained, train_data, recipe, max_seconds=args.max_seconds, progress=False, log=log,
                       log_every=args.log_every)
     if result.stopped_early:
         log(f"max-seconds reached: stopped after {result.steps} of {recipe.steps} steps")

@@ -46,7 +46,7 @@ class Recipe:
 
 
 _RECIPES: dict[str, Recipe] = {}
-_BUILTIN = ("labkit.recipes:register_all",)  # modules whose recipes ship with the lab
+_BUILTIN = ("labkit.recipes:register_all", "labkit.recipes_bert:register_bert")  # modules whose recipes ship with the lab
 _builtin_done = False
 
 

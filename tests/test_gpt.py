@@ -199,3 +199,17 @@ def test_from_pretrained_network_failure_gives_clear_error(monkeypatch):
     monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained", no_network)
     with pytest.raises(RuntimeError, match="hub is unreachable"):
         GPT.from_pretrained("gpt2")
+
+
+def test_relu_squared_function_matches_autograd():
+    from labkit.models.gpt import ReLUSquared
+
+    x = torch.randn(6, 40, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ReLUSquared.apply, (x,))  # the hand-written backward is the true derivative
+    g = torch.randn(6, 40, dtype=torch.float64)
+    x2 = x.detach().clone().requires_grad_()
+    y, y2 = ReLUSquared.apply(x), torch.nn.functional.relu(x2).square()
+    (y * g).sum().backward()
+    (y2 * g).sum().backward()
+    assert torch.equal(y, y2)
+    torch.testing.assert_close(x.grad, x2.grad)

@@ -160,3 +160,47 @@ def test_register_all_registers_gpt_shakespeare():
     recipes.register_all()
     recipes.register_all()  # twice is fine
     assert "gpt-shakespeare" in zoo.available()
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_zero_init_starts_every_block_as_the_identity(tie):
+    recipe = replace(LAB, **TINY, zero_init=True, tie_weights=tie)
+    model = recipes.build_model(recipe, vocab_size=64)
+    zeroed = {n for n, p in model.named_parameters() if not p.any()}
+    expected = {f"transformer.h.{i}.{part}.c_proj.weight" for i in range(2) for part in ("attn", "mlp")}
+    assert zeroed == (expected if tie else expected | {"lm_head.weight"})  # a tied head is the embedding
+    x = torch.randint(64, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h = model.transformer.wte(x)
+        for block in model.transformer.h:
+            h2, _ = block(h)
+            assert torch.equal(h2, h)  # both residual branches add exactly zero
+            h = h2
+        logits, loss = model(x, x)
+    if not tie:
+        assert not logits.any() and loss.item() == pytest.approx(torch.log(torch.tensor(64.0)).item())
+    # zero-initialised projections still learn: the output layer moves first (the gradient reaching the
+    # blocks goes through it), then the projections
+    opt = build_optimizer(model, recipe)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x, x)[1].backward()
+        opt.step()
+    assert model(x, x)[1].item() < loss.item()
+    assert all(p.any() for n, p in model.named_parameters() if n in expected)
+    assert not recipes.build_model(replace(recipe, zero_init=False), 64).transformer.h[0].mlp.c_proj.weight.eq(0).all()
+
+
+def test_head_lr_gives_the_untied_output_layer_its_own_group():
+    model = recipes.build_model(replace(LAB, **TINY), vocab_size=64)
+    opt = build_optimizer(model, replace(LAB, **TINY, head_lr=1e-3))
+    head_groups = [g for g in opt.param_groups if any(p is model.lm_head.weight for p in g["params"])]
+    assert len(head_groups) == 1 and head_groups[0]["params"] == [model.lm_head.weight]
+    assert head_groups[0]["lr"] == 1e-3 and head_groups[0]["weight_decay"] == LAB.weight_decay
+    others = [g for g in opt.adamw.param_groups if g is not head_groups[0]]
+    assert all(g["lr"] == LAB.lr for g in others)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    # tied, the output layer is the embedding: head_lr has nothing of its own to set
+    tied = recipes.build_model(replace(LAB, **TINY, tie_weights=True), vocab_size=64)
+    opt = build_optimizer(tied, replace(LAB, **TINY, tie_weights=True, head_lr=1e-3))
+    assert all(g["lr"] != 1e-3 for g in opt.param_groups)

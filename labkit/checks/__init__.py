@@ -10,6 +10,8 @@ from .attention import *  # noqa: F401,F403
 from .attention import __all__ as _attention_all
 from .blocks import *  # noqa: F401,F403
 from .blocks import __all__ as _blocks_all
+from .pretraining import *  # noqa: F401,F403
+from .pretraining import __all__ as _pretraining_all
 from .positions import *  # noqa: F401,F403
 from .positions import __all__ as _positions_all
 from .sampling import *  # noqa: F401,F403
@@ -17,4 +19,4 @@ from .sampling import __all__ as _sampling_all
 from .tokens import *  # noqa: F401,F403
 from .tokens import __all__ as _tokens_all
 
-__all__ = [*_core_all, *_attention_all, *_blocks_all, *_positions_all, *_sampling_all, *_tokens_all]
+__all__ = [*_core_all, *_attention_all, *_blocks_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all]

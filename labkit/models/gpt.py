@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from labkit.generate import sample_next
 
-__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "Rotary"]
+__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "Rotary", "ReLUSquared"]
 
 
 @dataclass
@@ -76,15 +76,32 @@ class Rotary(nn.Module):
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size)  # (hs/2,)
         angles = torch.outer(torch.arange(block_size).float(), inv_freq)  # (block_size, hs/2)
-        angles = torch.cat((angles, angles), dim=-1)  # (block_size, hs)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", torch.cat((angles, angles), dim=-1).cos(), persistent=False)  # (block_size, hs)
+        # rotate_half(x) * sin = cat(-x2, x1) * sin = cat(x2, x1) * cat(-sin, sin): the sign lives in the table
+        self.register_buffer("sin", torch.cat((-angles, angles), dim=-1).sin(), persistent=False)  # (block_size, hs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.size(-2)  # x: (B, nh, T, hs)
         x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-        rotated = torch.cat((-x2, x1), dim=-1)  # (B, nh, T, hs)
-        return x * self.cos[:T].to(x.dtype) + rotated * self.sin[:T].to(x.dtype)
+        swapped = torch.cat((x2, x1), dim=-1)  # (B, nh, T, hs)
+        # x * cos + rotate_half(x) * sin, with the add fused into the multiply (one pass fewer on a CPU)
+        return torch.addcmul(x * self.cos[:T].to(x.dtype), swapped, self.sin[:T].to(x.dtype))
+
+
+class ReLUSquared(torch.autograd.Function):
+    """relu(x)^2 with a hand-written backward, 2 relu(x) * grad: the same numbers as
+    ``F.relu(x).square()`` from fewer passes over memory (it keeps only relu(x) for the backward)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        r = torch.relu(x)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (r,) = ctx.saved_tensors
+        return grad * r * 2  # d/dx relu(x)^2 = 2 relu(x) (0 where x < 0)
 
 
 class CausalSelfAttention(nn.Module):
@@ -134,7 +151,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)  # (B, T, 4C)
-        h = F.gelu(h, approximate="tanh") if self.kind == "gelu" else F.relu(h).square()
+        h = F.gelu(h, approximate="tanh") if self.kind == "gelu" else ReLUSquared.apply(h)
         return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
