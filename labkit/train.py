@@ -242,8 +242,11 @@ def train(
             save_checkpoint(config.checkpoint_path, model, optimizer, scheduler, step, history)
 
     model.train()
+    # At most one redraw a second: in a notebook every redraw is a few widget messages, and a long run at
+    # tqdm's default 10 a second floods the kernel's output channel (ZeroMQ drops messages past its 1000-message
+    # buffer, so a test runner such as nbval can miss the end of the cell).
     bar = tqdm(total=config.max_steps, initial=start, desc=config.desc, disable=not config.progress,
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=1.0)
     t0, window = time.perf_counter(), []
     step = start
     try:
@@ -272,7 +275,7 @@ def train(
             if done % config.log_every == 0 or done == config.max_steps:
                 history.steps.append(done)
                 history.train_loss.append(sum(window) / len(window))
-                bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", lr=f"{history.lr[-1]:.2e}")
+                bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", lr=f"{history.lr[-1]:.2e}", refresh=False)
                 window = []
             bar.update(1)
             if config.eval_every and done % config.eval_every == 0 and done != config.max_steps:

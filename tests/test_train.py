@@ -155,3 +155,23 @@ def test_nan_loss_is_a_clear_error():
     X, y = _problem()
     with pytest.raises(FloatingPointError, match="learning rate"):
         train(Regressor(), lambda s: (X[:4], y[:4] * math.nan), TrainConfig(max_steps=2, progress=False))
+
+
+def test_progress_bar_redraws_at_most_about_once_a_second(capsys):
+    # In a notebook every redraw is a few messages on the kernel's output channel; tqdm's default of ten a
+    # second over a minutes-long run overflows ZeroMQ's buffer and nbval misses the end of the cell.
+    import time
+
+    torch.manual_seed(0)
+    X, y = _problem()
+    batches = _get_batch(X, y)
+
+    def slow_batch(step):
+        time.sleep(0.01)  # 150 steps of ~10 ms: about 1.5 s, so 0.1 s throttling would redraw ~15 times
+        return batches(step)
+
+    t0 = time.perf_counter()
+    train(Regressor(), slow_batch, TrainConfig(max_steps=150, lr=1e-3, log_every=10, progress=True, desc="slow"))
+    seconds = time.perf_counter() - t0
+    redraws = capsys.readouterr().err.count("slow")  # each redraw writes the bar again, description first
+    assert 2 <= redraws <= seconds + 3, (redraws, seconds)  # first and last draw, then one a second
