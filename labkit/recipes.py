@@ -26,7 +26,7 @@ from torch import nn
 from .data import random_windows, read_text, train_val_split
 from .models.gpt import GPT, GPTConfig
 from .tokenizers import CharTokenizer
-from .train import TrainConfig, make_optimizer, train
+from .train import TrainConfig, decay_groups, make_optimizer, train
 
 __all__ = ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "gpt_config", "build_model",
            "split_params", "MuonAdamW", "build_optimizer", "TrainResult", "train_lm", "evaluate_lm",
@@ -126,10 +126,12 @@ def build_model(recipe: LMRecipe, vocab_size: int) -> GPT:
 
 # --- the optimizer ------------------------------------------------------------------
 
-def split_params(model: GPT) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+def split_params(model: nn.Module, blocks: nn.Module | None = None) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(Muon's, AdamW's): the 2-D weight matrices inside the transformer blocks go to Muon;
-    the embeddings, the output layer, every norm gain and every bias go to AdamW."""
-    in_blocks = {id(p) for p in model.transformer.h.parameters()}
+    the embeddings, the output layer, every norm gain and every bias go to AdamW. ``blocks`` is
+    the stack of blocks (default: a GPT's ``model.transformer.h``; a BERT passes ``model.blocks``)."""
+    blocks = model.transformer.h if blocks is None else blocks
+    in_blocks = {id(p) for p in blocks.parameters()}
     params = [p for p in model.parameters() if p.requires_grad]  # a tied matrix appears once
     muon = [p for p in params if id(p) in in_blocks and p.dim() == 2]
     chosen = {id(p) for p in muon}
@@ -181,9 +183,8 @@ def build_optimizer(model: GPT, recipe: LMRecipe) -> torch.optim.Optimizer:
     muon, rest = split_params(model)
     head = [p for p in rest if p is model.lm_head.weight and not recipe.tie_weights and recipe.head_lr is not None]
     rest = [p for p in rest if not any(p is h for h in head)]
-    adamw_groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": recipe.weight_decay},
-                    {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-                    {"params": head, "weight_decay": recipe.weight_decay, "lr": recipe.head_lr}]
+    adamw_groups = decay_groups(rest, recipe.weight_decay) + [
+        {"params": head, "weight_decay": recipe.weight_decay, "lr": recipe.head_lr}]
     adamw_groups = [g for g in adamw_groups if g["params"]]
     return MuonAdamW(muon, adamw_groups, muon_lr=recipe.muon_lr, adamw_lr=recipe.lr, betas=recipe.betas,
                      muon_momentum=recipe.muon_momentum, muon_weight_decay=recipe.muon_weight_decay)

@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from .models.bert import BERT, BERTConfig, mask_tokens
+from .recipes import MuonAdamW, split_params
 from .tokenizers import BERT_SPECIAL_TOKENS, BPETokenizer
+from .train import TrainConfig, decay_groups, make_optimizer, train
 
 __all__ = ["BERTRecipe", "BERT_ENGLISH", "MLMData", "english_sentences", "split_sentences", "encode_sentences",
            "pad_batch", "special_tokens_mask", "masked_batch", "length_grouped_batches", "mlm_data", "mlm_loss",
@@ -213,6 +215,7 @@ def unigram_baseline(train: list[list[int]], val: list[list[int]], tok: BPEToken
 def mean_pool(model: BERT, seqs: list[list[int]], pad_id: int = 0, batch_size: int = 500) -> torch.Tensor:
     """One vector per sentence (N, d_model): the mean of the last layer's hidden states over its
     real tokens ([CLS] and [SEP] included, padding left out)."""
+    was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(seqs), batch_size):
@@ -220,6 +223,7 @@ def mean_pool(model: BERT, seqs: list[list[int]], pad_id: int = 0, batch_size: i
         h = model(ids, attn).hidden_states  # (B, T, d)
         m = attn.unsqueeze(-1).float()  # (B, T, 1)
         out.append((h * m).sum(1) / m.sum(1))  # (B, d)
+    model.train(was_training)
     return torch.cat(out)
 
 
@@ -246,28 +250,19 @@ def load_tokenizer(meta: dict) -> BPETokenizer:
 def build_optimizer(model: BERT, recipe: BERTRecipe) -> torch.optim.Optimizer:
     """AdamW (decaying matrices and embeddings, not biases or norm gains), or with
     ``optimizer="muon"`` Muon on the encoder blocks' weight matrices and AdamW on the rest."""
-    from .train import make_optimizer
-
     if recipe.optimizer == "adamw":
         return make_optimizer(model, recipe.lr, recipe.weight_decay, recipe.betas)
     if recipe.optimizer != "muon":
         raise ValueError(f"optimizer must be 'adamw' or 'muon', got {recipe.optimizer!r}")
-    from .recipes import MuonAdamW
 
-    in_blocks = {id(p) for p in model.blocks.parameters()}
-    params = list(model.parameters())
-    muon = [p for p in params if id(p) in in_blocks and p.dim() == 2]
-    rest = [p for p in params if not (id(p) in in_blocks and p.dim() == 2)]
-    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": recipe.weight_decay},
-              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
-    return MuonAdamW(muon, groups, muon_lr=recipe.muon_lr, adamw_lr=recipe.lr, betas=recipe.betas)
+    muon, rest = split_params(model, model.blocks)
+    return MuonAdamW(muon, decay_groups(rest, recipe.weight_decay), muon_lr=recipe.muon_lr, adamw_lr=recipe.lr,
+                     betas=recipe.betas)
 
 
 def train_bert_english(recipe: BERTRecipe = BERT_ENGLISH, progress: bool = True) -> tuple[BERT, dict]:
     """Pretrain ``bert-english`` with ``recipe``. ``meta`` holds the BERTConfig as a dict, the
     tokenizer (JSON), the recipe, the training curves and the final held-out MLM loss and accuracy."""
-    from .train import TrainConfig, train
-
     data = mlm_data(recipe)
     tok = data.tokenizer
     torch.manual_seed(recipe.seed)

@@ -28,7 +28,7 @@ from torch import nn
 from ._io import atomic_write
 from .device import autocast, autocast_dtype, get_device
 
-__all__ = ["TrainConfig", "History", "train", "warmup_cosine", "make_optimizer",
+__all__ = ["TrainConfig", "History", "train", "warmup_cosine", "make_optimizer", "decay_groups",
            "save_checkpoint", "load_checkpoint", "default_loss"]
 
 
@@ -104,13 +104,18 @@ def warmup_cosine(warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1) 
     return factor
 
 
+def decay_groups(params, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups as GPT-2 has them: weight decay on the weight matrices and embeddings
+    (2-D and up), none on biases and norm gains (1-D)."""
+    params = list(params)
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
                    betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
     """AdamW that decays weight matrices and embeddings but not biases or norm gains (as GPT-2)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = decay_groups((p for p in model.parameters() if p.requires_grad), weight_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
