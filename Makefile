@@ -10,9 +10,13 @@ PORT ?= 8888
 LAB_ARGS ?=
 # nbval settings shared by `make test` and `make test-notebooks`
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+# The portability check: the notebooks re-run with the numerics of a different kind of CPU than this one
+# (tests/portable_env.sh says which, and why) and are compared with outputs saved on this kind.
+PORTABLE_ENV = $(shell bash tests/portable_env.sh)
+NB ?= notebooks
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test test-unit test-notebooks test-browser install browser-deps execute execute-all clean
+.PHONY: lab test test-unit test-notebooks test-portable nbval-coverage test-browser install browser-deps execute execute-all clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,15 +41,26 @@ browser-deps:
 	  else echo "No /usr/bin/chromium and not root with apt-get: the browser test will be skipped"; fi; \
 	fi
 
+# Unit, reference and browser tests, then every notebook under the portability check.
 test: $(STAMP) browser-deps
-	$(PY) -m pytest tests -q -n 2 --dist loadfile
-	$(PY) -m pytest notebooks $(NBVAL) -q
+	$(PY) -m pytest tests -q -rs -n 2 --dist loadfile
+	@$(MAKE) --no-print-directory test-portable
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests -q -n 2 --dist loadfile -m "not browser"
+	$(PY) -m pytest tests -q -rs -n 2 --dist loadfile -m "not browser"
 
+# The notebooks on this CPU as it is: make test-notebooks [NB=notebooks/04_multi_head_attention.ipynb]
 test-notebooks: $(STAMP)
-	$(PY) -m pytest notebooks $(NBVAL) -q
+	$(PY) -m pytest $(NB) $(NBVAL) -q
+
+# The notebooks as another kind of CPU computes them: make test-portable [NB=...]
+test-portable: $(STAMP)
+	@echo "portability check: $(PORTABLE_ENV)"
+	env $(PORTABLE_ENV) $(PY) -m pytest $(NB) $(NBVAL) -q
+
+# How many code cells nbval compares and how many it ignores, per notebook
+nbval-coverage:
+	@$(or $(wildcard $(PY)),python3) tests/nbval_coverage.py notebooks
 
 test-browser: $(STAMP) browser-deps
 	$(PY) -m pytest tests -q -m browser

@@ -4,12 +4,41 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Skips that a machine may legitimately need: hardware this machine does not have.
+HARDWARE_SKIPS = ("CUDA", "GPU", "MPS")
 
 
 def pytest_configure(config):
     # Use the pre-seeded copy of the data sets when it sits beside the checkout (CI, this lab's machines).
     if not os.environ.get("LABKIT_DATA_DIR") and SHARED_DATA.is_dir():
         os.environ["LABKIT_DATA_DIR"] = str(SHARED_DATA)
+
+
+def _fail_skip_under_ci(report) -> None:
+    """Under CI=true a test skipped for missing data or a missing test dependency fails instead:
+    a green run must mean that everything ran. Skips for absent hardware (a GPU) stay skips."""
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes") or not report.skipped:
+        return
+    if hasattr(report, "wasxfail"):
+        return
+    reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if any(word in reason for word in HARDWARE_SKIPS):
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"CI=true: skipped ({reason}). Under CI a missing data set or test dependency is a "
+                       "failure: install it (make test does) or pre-seed LABKIT_DATA_DIR.")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skip_under_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield  # a module-level pytest.importorskip skips the whole file at collection
+    _fail_skip_under_ci(outcome.get_result())
 
 
 @pytest.fixture
