@@ -51,12 +51,12 @@ test-unit: $(STAMP)
 
 # The notebooks on this CPU as it is: make test-notebooks [NB=notebooks/04_multi_head_attention.ipynb]
 test-notebooks: $(STAMP)
-	$(PY) -m pytest $(NB) $(NBVAL) -q
+	LABKIT_PROGRESS=off $(PY) -m pytest $(NB) $(NBVAL) -q
 
 # The notebooks as another kind of CPU computes them: make test-portable [NB=...]
 test-portable: $(STAMP)
 	@echo "portability check: $(PORTABLE_ENV)"
-	env $(PORTABLE_ENV) $(PY) -m pytest $(NB) $(NBVAL) -q
+	env $(PORTABLE_ENV) LABKIT_PROGRESS=off $(PY) -m pytest $(NB) $(NBVAL) -q
 
 # How many code cells nbval compares and how many it ignores, per notebook
 nbval-coverage:

@@ -15,17 +15,36 @@ Mask conventions (they differ, as they do in PyTorch):
 In both, a float mask is added to the scores (use ``-inf`` to block).
 A query whose keys are all masked gets all-zero weights and an all-zero output,
 as PyTorch's ``F.scaled_dot_product_attention`` gives on CPU (not NaN).
+
+Getting the attention weights out of a whole model: one way for every model and
+stack in labkit (``MultiHeadAttention`` and so ``EncoderBlock``, ``DecoderBlock``,
+``Encoder``, ``Decoder``; GPT's and BERT's attention)::
+
+    with torch.no_grad(), capture_attention(model) as attn:
+        model(x)
+    attn["layers.0.self_attn"]     # (B, n_heads, T_q, T_k), each row sums to 1
+    attn.layers("*cross_attn")     # one tensor per layer, in call order: what bertviz takes
+
+While capturing, every attention module computes explicitly (the fused kernel
+never materialises the weights) and hands its weights, taken before dropout, to
+the capture under its qualified name (``model.named_modules()``). A new attention
+module joins in with a class attribute ``captures_attention = True``, computing
+explicitly while ``is_capturing(self)`` and calling ``record_attention(self, weights)``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["scaled_dot_product_attention", "causal_mask", "MultiHeadAttention"]
+__all__ = ["scaled_dot_product_attention", "causal_mask", "MultiHeadAttention", "capture_attention",
+           "AttentionCapture", "is_capturing", "record_attention"]
 
 
 def causal_mask(T_q: int, T_k: int | None = None, device=None) -> Tensor:
@@ -53,6 +72,14 @@ def scaled_dot_product_attention(
     (bool True = may attend). Like it, dropout applies whenever ``dropout_p > 0``, in train or eval mode.
     """
     _check_qkv(q, k, v)
+    weights = _attention_weights(q, k, mask, is_causal, scale)  # (..., T_q, T_k)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
+
+
+def _attention_weights(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool, scale: float | None) -> Tensor:
+    """softmax(q @ k^T * scale + mask): (..., T_q, T_k), rows summing to 1 (or all 0 where every key is blocked)."""
     if is_causal and mask is not None:
         raise ValueError("pass either mask or is_causal=True, not both (as in F.scaled_dot_product_attention)")
     T_q, T_k = q.size(-2), k.size(-2)
@@ -68,10 +95,7 @@ def scaled_dot_product_attention(
     # A row with every key blocked would give softmax(-inf, ..., -inf) = NaN; give it zeros.
     blocked_row = torch.isneginf(scores).all(dim=-1, keepdim=True)  # (..., T_q, 1)
     weights = scores.masked_fill(blocked_row, 0.0).softmax(dim=-1)  # (..., T_q, T_k)
-    weights = weights.masked_fill(blocked_row, 0.0)
-    if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p)
-    return weights @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
+    return weights.masked_fill(blocked_row, 0.0)
 
 
 def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -92,7 +116,10 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention, batch-first: project q, k, v, attend in ``n_heads`` heads, concatenate, project.
 
     Masks follow ``nn.MultiheadAttention`` (bool True = NOT allowed); see ``forward``.
+    ``capture_attention`` collects its weights.
     """
+
+    captures_attention = True  # capture_attention hands this module a sink; forward feeds it
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
@@ -136,8 +163,13 @@ class MultiHeadAttention(nn.Module):
         if is_causal and mask is not None:  # fold the causal mask into the others
             mask, is_causal = _combine(mask, causal_mask(T_q, T_k, device=q.device), q.dtype), False
         dropout_p = self.dropout if self.training else 0.0
-        if need_weights:  # explicit: scores, mask, softmax, weights @ v
-            y, weights = scaled_dot_product_attention(q, k, v, mask, is_causal, dropout_p)
+        if need_weights or is_capturing(self):  # explicit: scores, mask, softmax, weights @ v
+            weights = _attention_weights(q, k, mask, is_causal, None)  # (B, nh, T_q, T_k)
+            record_attention(self, weights)
+            if dropout_p > 0.0:
+                weights = F.dropout(weights, p=dropout_p)
+            y = weights @ v  # (B, nh, T_q, hs)
+            weights = weights if need_weights else None
         else:  # fused kernel, weights never materialised
             y, weights = F.scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal), None
         y = y.transpose(1, 2).reshape(B, T_q, self.d_model)  # (B, T_q, d_model): heads side by side
@@ -217,3 +249,68 @@ def _as_float(mask: Tensor, dtype: torch.dtype) -> Tensor:
     if mask.dtype != torch.bool:
         return mask
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+
+
+# --- getting attention weights out of a model --------------------------------------------
+
+_SINKS = "_attention_sinks"  # the instance attribute capture_attention sets on an attention module
+
+
+def is_capturing(module: nn.Module) -> bool:
+    """True while some ``capture_attention`` wants ``module``'s weights (it must then compute them)."""
+    return bool(module.__dict__.get(_SINKS))
+
+
+def record_attention(module: nn.Module, weights: Tensor) -> None:
+    """Hand ``weights`` (B, n_heads, T_q, T_k) to every capture that watches ``module``."""
+    for sink in module.__dict__.get(_SINKS, ()):
+        sink(weights)
+
+
+class AttentionCapture(dict):
+    """Attention weights by module name, from ``capture_attention``.
+
+    ``capture[name]`` is the (B, n_heads, T_q, T_k) weights of that module's latest call; names
+    are in the order of their first call. ``calls`` lists every call as ``(name, weights)``
+    (a module called again, e.g. once per generated token, appears each time).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, Tensor]] = []
+
+    def _add(self, name: str, weights: Tensor) -> None:
+        self.calls.append((name, weights))
+        self[name] = weights
+
+    def layers(self, pattern: str = "*") -> list[Tensor]:
+        """The weights of the modules whose name matches ``pattern`` (fnmatch: ``"encoder.*self_attn"``),
+        one tensor per module in call order: bertviz's per-layer list."""
+        return [w for name, w in self.items() if fnmatch.fnmatchcase(name, pattern)]
+
+
+@contextmanager
+def capture_attention(model: nn.Module, detach: bool = False) -> Iterator[AttentionCapture]:
+    """Collect the attention weights of every attention module inside ``model`` while the block runs.
+
+    ``with capture_attention(model) as attn: model(x)`` fills ``attn`` (an ``AttentionCapture``):
+    name -> (B, n_heads, T_q, T_k) weights, rows summing to 1, taken before dropout.
+    ``detach=True`` keeps no autograd graph (the default keeps it, as ``model(x, return_attn=True)`` does).
+    """
+    capture = AttentionCapture()
+    watched: list[tuple[nn.Module, Callable]] = []
+    try:
+        for name, module in model.named_modules():
+            if getattr(type(module), "captures_attention", False):
+                def sink(weights: Tensor, name: str = name) -> None:
+                    capture._add(name, weights.detach() if detach else weights)
+
+                module.__dict__.setdefault(_SINKS, []).append(sink)
+                watched.append((module, sink))
+        yield capture
+    finally:
+        for module, sink in watched:
+            sinks = module.__dict__[_SINKS]
+            sinks.remove(sink)
+            if not sinks:
+                del module.__dict__[_SINKS]

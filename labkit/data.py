@@ -8,7 +8,9 @@
    renamed into the cache only after its SHA-256 matches the registry.
 
 A file whose checksum does not match is never used. The batching helpers at
-the bottom turn a token tensor into language-model batches.
+the bottom turn a token tensor into language-model batches (``random_windows``,
+``sequential_windows``) and lists of token ids into padded batches (``pad_batch``,
+``length_grouped_batches``, ``masked_batch`` for masked language modelling).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "Dataset", "REGISTRY", "register", "fetch", "cache_dir", "sha256sum", "read_text",
     "load_fra_eng", "load_sms_spam", "load_instructions", "load_digits",
     "train_val_split", "random_windows", "sequential_windows",
+    "pad_batch", "length_grouped_batches", "special_tokens_mask", "masked_batch",
 ]
 
 _USER_AGENT = "Mozilla/5.0 (labkit; Foundation Models Lab)"  # some hosts refuse Python's default agent
@@ -295,3 +298,45 @@ def sequential_windows(data: torch.Tensor, block_size: int, batch_size: int):
     y = data[1: n * block_size + 1].view(n, block_size)
     for i in range(0, n, batch_size):
         yield x[i:i + batch_size], y[i:i + batch_size]
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, T) with T the longest sequence; 1 = token, 0 = padding."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def length_grouped_batches(seqs: list[list[int]], batch_size: int, generator: torch.Generator,
+                           group: int = 16):
+    """Endless random batches of ``seqs`` in which sentences have similar lengths, so that little
+    is padding: draw ``group`` batches' worth at random, sort them by length, cut them into
+    batches and hand those out in random order (Hugging Face's ``group_by_length``)."""
+    while True:
+        idx = torch.randint(len(seqs), (group * batch_size,), generator=generator).tolist()
+        idx.sort(key=lambda i: len(seqs[i]))
+        chunks = [idx[j:j + batch_size] for j in range(0, len(idx), batch_size)]
+        for c in torch.randperm(len(chunks), generator=generator).tolist():
+            yield [seqs[i] for i in chunks[c]]
+
+
+def special_tokens_mask(input_ids: torch.Tensor, tok) -> torch.Tensor:
+    """True where ``input_ids`` holds one of ``tok``'s special tokens ([PAD], [CLS], [SEP], ...), which
+    are never masked; ``tok`` is a ``labkit.tokenizers.BPETokenizer`` (its special tokens take the first ids)."""
+    return input_ids.lt(len(tok.special_ids))
+
+
+def masked_batch(seqs: list[list[int]], tok, mlm_probability: float = 0.15,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad ``seqs`` and mask them 80/10/10 (``labkit.models.bert.mask_tokens``) -> (masked input_ids,
+    attention_mask, labels)."""
+    from .models.bert import mask_tokens
+
+    ids, attn = pad_batch(seqs, tok.special_ids["[PAD]"])
+    masked, labels = mask_tokens(ids, tok.special_ids["[MASK]"], tok.vocab_size, mlm_probability,
+                                 special_tokens_mask(ids, tok), generator)
+    return masked, attn, labels

@@ -1,7 +1,9 @@
 """Evaluation: perplexity for language models, accuracy for classifiers, BLEU for translation.
 
-Intrinsic evaluation asks how well a model predicts held-out text (perplexity);
-extrinsic evaluation asks how well it does a task (accuracy, BLEU).
+Intrinsic evaluation asks how well a model predicts held-out text (perplexity,
+masked-LM loss and accuracy, and the unigram baseline to beat); extrinsic
+evaluation asks how well it does a task (accuracy, BLEU). ``mean_pool`` turns
+an encoder's hidden states into one vector per sentence.
 """
 
 from __future__ import annotations
@@ -12,16 +14,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .data import sequential_windows
+from .data import masked_batch, pad_batch, sequential_windows
 
-__all__ = ["lm_loss", "perplexity", "accuracy", "bleu"]
+__all__ = ["lm_loss", "perplexity", "accuracy", "bleu", "evaluate_mlm", "unigram_baseline", "mean_pool"]
 
 
 @torch.no_grad()
 def lm_loss(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 64) -> float:
     """Mean next-token cross-entropy (nats) over every non-overlapping window of ``data``.
 
-    The model is called as ``model(x, y)`` and returns ``(logits, loss)``; windows are
+    The model is called as ``model(x, y)`` and returns ``(logits, loss)`` (or an output with ``.loss``); windows are
     weighted by their token count, so the result is the mean over all predicted tokens.
     """
     was_training = model.training
@@ -29,7 +31,8 @@ def lm_loss(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: i
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for x, y in sequential_windows(data, block_size, batch_size):
-        _, loss = model(x.to(device), y.to(device))
+        out = model(x.to(device), y.to(device))
+        loss = out.loss if hasattr(out, "loss") else out[1]
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
@@ -59,3 +62,69 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequenc
         raise ImportError("BLEU needs sacrebleu: pip install sacrebleu") from None
     refs = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in zip(*references)]
     return sacrebleu.corpus_bleu(list(hypotheses), refs).score
+
+
+# --- masked language models ----------------------------------------------------------
+
+@torch.no_grad()
+def evaluate_mlm(model: nn.Module, seqs: list[list[int]], tok, mlm_probability: float = 0.15,
+                 seed: int = 1234, batch_size: int = 500) -> dict[str, float]:
+    """Mean masked-LM loss and accuracy over the masked positions of ``seqs`` (a BERT, its
+    ``[CLS] ids [SEP]`` lists and tokenizer), masked with a fixed seed so every call sees the same blanks."""
+    from .models.bert import mlm_loss
+
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    total_loss, correct, count = 0.0, 0, 0
+    for i in range(0, len(seqs), batch_size):
+        ids, attn, labels = masked_batch(seqs[i:i + batch_size], tok, mlm_probability, gen)
+        loss, logits = mlm_loss(model, ids, attn, labels)
+        n = int((labels != -100).sum())
+        if n == 0:  # nothing was chosen in this (tiny) batch
+            continue
+        total_loss += loss.item() * n
+        correct += int((logits.argmax(-1) == labels[labels != -100]).sum())
+        count += n
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("no token was chosen for prediction: pass more (or longer) sentences")
+    return {"mlm_loss": total_loss / count, "mlm_accuracy": correct / count, "masked_tokens": count}
+
+
+def unigram_baseline(train: list[list[int]], val: list[list[int]], tok, mlm_probability: float = 0.15,
+                     seed: int = 1234) -> dict[str, float]:
+    """What a model that ignores the context scores on ``evaluate_mlm``'s blanks: it predicts the
+    training set's token frequencies everywhere (loss) and always its most frequent token (accuracy)."""
+    counts = torch.zeros(tok.vocab_size)
+    for s in train:
+        counts += torch.bincount(torch.tensor(s), minlength=tok.vocab_size)
+    counts[: len(tok.special_ids)] = 0  # [CLS] / [SEP] are never blanks
+    counts += 1  # add-one smoothing, so that no token has probability 0
+    log_p = (counts / counts.sum()).log()
+    gen = torch.Generator().manual_seed(seed)
+    nll, correct, count = 0.0, 0, 0
+    for i in range(0, len(val), 500):
+        _, _, labels = masked_batch(val[i:i + 500], tok, mlm_probability, gen)
+        y = labels[labels != -100]
+        nll -= log_p[y].sum().item()
+        correct += int((y == counts.argmax()).sum())
+        count += len(y)
+    return {"mlm_loss": nll / count, "mlm_accuracy": correct / count,
+            "most_frequent": tok.decode([int(counts.argmax())])}
+
+
+@torch.no_grad()
+def mean_pool(model: nn.Module, seqs: list[list[int]], pad_id: int = 0, batch_size: int = 500) -> torch.Tensor:
+    """One vector per sentence (N, d_model): the mean of ``model.encode``'s last hidden states over
+    the sentence's real tokens ([CLS] and [SEP] included, padding left out)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        ids, attn = pad_batch(seqs[i:i + batch_size], pad_id)
+        h = model.encode(ids, attn)  # (B, T, d)
+        m = attn.unsqueeze(-1).float()  # (B, T, 1): 1 on real tokens, 0 on padding
+        out.append((h * m).sum(1) / m.sum(1))  # (B, d)
+    model.train(was_training)
+    return torch.cat(out)

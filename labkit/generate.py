@@ -105,8 +105,13 @@ def sample_next(
 
 
 def _logits_of(output) -> torch.Tensor:
-    """Models here return ``(logits, loss)`` or an object whose first element is the logits."""
-    return output if isinstance(output, torch.Tensor) else output[0]
+    """The logits in a model's output: the tensor itself, its ``.logits`` (``GPTOutput``, ``BERTOutput``),
+    or the first item of a plain ``(logits, ...)`` tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    return output[0]
 
 
 @torch.no_grad()
@@ -115,7 +120,7 @@ def greedy(
 ) -> torch.Tensor:
     """Append ``max_new_tokens`` argmax tokens to ``idx`` (B, T); returns (B, T + max_new_tokens).
 
-    ``model(idx)`` must return logits (B, T, V) or a tuple starting with them. The
+    ``model(idx)`` must return logits (B, T, V), an output with ``.logits``, or a tuple starting with them. The
     context is cropped to ``block_size`` (default: ``model.config.block_size`` if present).
     """
     if block_size is None:

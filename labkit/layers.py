@@ -2,6 +2,11 @@
 
 Blocks follow ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` (batch first) and can copy
 their weights with ``from_torch``. Masks follow ``nn.MultiheadAttention``: bool True = NOT allowed (padding).
+
+Attention weights of any block or stack (self-attention, and a decoder's cross-attention) come out with
+``labkit.attention.capture_attention``: ``with capture_attention(decoder) as attn: decoder(x, memory)``
+gives ``attn["layers.0.self_attn"]``, ``attn["layers.0.cross_attn"]``, ... (B, n_heads, T_q, T_k).
+The models in ``labkit.models`` share ``RotaryEmbedding``, ``FeedForward`` and ``normal_init`` from here.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ __all__ = [
     "RotaryEmbedding",
     "rotate_half",
     "FeedForward",
+    "normal_init",
     "EncoderBlock",
     "DecoderBlock",
     "Encoder",
@@ -92,7 +98,7 @@ class RotaryEmbedding(nn.Module):
     """Rotary position embedding (RoPE, Su et al. 2021), "rotate half" layout as in HF Llama / GPT-NeoX.
 
     Pair (x[i], x[i + dim/2]) at position m is rotated by the angle m * base^(-2i/dim).
-    Buffers ``cos`` and ``sin``: (max_len, dim).
+    Buffers ``cos`` and ``sin``: (max_len, dim). GPT's rotary positions (``labkit.models.gpt``) are this module.
     """
 
     def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0) -> None:
@@ -105,17 +111,31 @@ class RotaryEmbedding(nn.Module):
         angle = torch.cat((angle, angle), dim=-1)  # (max_len, dim): pair i and i + dim/2 share an angle
         self.register_buffer("cos", angle.cos(), persistent=False)
         self.register_buffer("sin", angle.sin(), persistent=False)
+        # rotate_half(x) * sin = cat(-x2, x1) * sin = cat(x2, x1) * cat(-sin, sin): a table with the sign in it
+        # lets forward swap the halves without negating and fuse the add into the multiply (a pass fewer on a CPU)
+        half = angle[:, : dim // 2]
+        self.register_buffer("signed_sin", torch.cat((-half, half), dim=-1).sin(), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """Rotate x (..., T, dim), e.g. queries (B, n_heads, T, head_dim), by positions offset..offset+T-1."""
         _check_length(x, self.dim, self.max_len, offset)
         T = x.size(-2)
         cos = self.cos[offset : offset + T].to(x.dtype)  # (T, dim), broadcasts over the leading dims
-        sin = self.sin[offset : offset + T].to(x.dtype)
-        return x * cos + rotate_half(x) * sin
+        signed_sin = self.signed_sin[offset : offset + T].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)  # (..., T, dim/2) each
+        swapped = torch.cat((x2, x1), dim=-1)  # (..., T, dim)
+        return torch.addcmul(x * cos, swapped, signed_sin)  # x cos + rotate_half(x) sin
 
 
-# ---------------------------------------------------------------- feed-forward
+# ---------------------------------------------------------------- initialisation and feed-forward
+
+
+def normal_init(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-2's and BERT's initialisation, for ``model.apply``: Linear and Embedding weights ~ N(0, std^2), biases 0."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
 
 
 class FeedForward(nn.Module):

@@ -8,7 +8,15 @@ evaluation, a progress bar, and atomic checkpoints that resume exactly:
     history.plot()
 
 ``get_batch(step)`` returns the arguments of ``model(*batch)``; the model
-returns a loss, or a tuple whose second element is the loss (``(logits, loss)``).
+returns a loss, an output with a ``.loss`` (``GPTOutput``, ``BERTOutput``), or a
+plain ``(logits, loss)`` tuple.
+
+Events, for watching and for stopping early: ``on_step(step, model, history)``
+after every optimizer step, ``on_eval(step, model, history)`` after every
+evaluation, ``should_stop(step, model, history) -> bool`` after every step, and
+``TrainConfig.max_seconds``, a wall-time budget. An early stop ends like a full
+run: the final evaluation, the final checkpoint and the summary line, with
+``history.stop_reason`` saying why it stopped.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .device import autocast, autocast_dtype, get_device
+from .device import ThreadGovernor, autocast, autocast_dtype, get_device
+from .optim import decay_groups
 
 __all__ = ["TrainConfig", "History", "train", "warmup_cosine", "make_optimizer", "decay_groups",
            "save_checkpoint", "load_checkpoint", "default_loss"]
@@ -49,6 +58,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
     progress: bool = True  # show a tqdm bar
     desc: str = "training"  # the bar's label
+    max_seconds: float | None = None  # wall-time budget for the steps; past it, stop cleanly (None: no limit)
 
 
 @dataclass
@@ -62,6 +72,8 @@ class History:
     eval: dict[str, list[float]] = field(default_factory=dict)  # metric name -> values at eval_steps
     seconds: float = 0.0  # wall time spent in train() (all runs, when resumed)
     tokens: int = 0  # tokens seen, if the batches are token tensors
+    completed_steps: int = 0  # optimizer steps done (all runs, when resumed)
+    stop_reason: str | None = None  # "max_steps", "max_seconds", "should_stop" or "interrupted"
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
         self.eval_steps.append(step)
@@ -104,14 +116,6 @@ def warmup_cosine(warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1) 
     return factor
 
 
-def decay_groups(params, weight_decay: float) -> list[dict]:
-    """AdamW parameter groups as GPT-2 has them: weight decay on the weight matrices and embeddings
-    (2-D and up), none on biases and norm gains (1-D)."""
-    params = list(params)
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-
-
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
                    betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
     """AdamW that decays weight matrices and embeddings but not biases or norm gains (as GPT-2)."""
@@ -120,11 +124,18 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
 
 
 def default_loss(model: nn.Module, batch) -> torch.Tensor:
-    """``model(*batch)``; the loss is the output itself or the second item of a tuple."""
+    """``model(*batch)``'s loss: its ``.loss`` (GPTOutput, BERTOutput), the second item of a plain
+    ``(logits, loss)`` tuple, or the output itself if it is a scalar."""
     out = model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
-    loss = out[1] if isinstance(out, (tuple, list)) else getattr(out, "loss", out)
+    if hasattr(out, "loss"):
+        loss = out.loss
+    elif isinstance(out, (tuple, list)):
+        loss = out[1] if len(out) > 1 else None
+    else:
+        loss = out
     if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
-        raise TypeError("the model must return a scalar loss, or (logits, loss); pass loss_fn=... otherwise")
+        raise TypeError("the model must return a scalar loss, an output with .loss, or (logits, loss); "
+                        "pass loss_fn=... otherwise")
     return loss
 
 
@@ -207,15 +218,25 @@ def train(
     resume_from: str | Path | None = None,
     callback: Callable[[int, nn.Module, History], None] | None = None,
     device: torch.device | str | None = None,
+    *,
+    on_eval: Callable[[int, nn.Module, History], None] | None = None,
+    on_step: Callable[[int, nn.Module, History], None] | None = None,
+    should_stop: Callable[[int, nn.Module, History], bool] | None = None,
 ) -> History:
     """Train ``model`` for ``config.max_steps`` optimizer steps and return the History.
 
     ``eval_fn(model)`` returns a number (logged as ``val_loss``) or a dict of metrics; it
-    runs under ``torch.no_grad()`` in eval mode. ``callback(step, model, history)`` runs after
-    each evaluation (print samples there). ``resume_from`` continues a saved run exactly.
+    runs under ``torch.no_grad()`` in eval mode. ``on_eval(step, model, history)`` runs after
+    each evaluation (print samples there; ``callback`` is its older name), ``on_step`` after
+    each optimizer step, and ``should_stop`` after each step: True ends training early, as
+    ``config.max_seconds`` does, with the final evaluation, checkpoint and summary line.
+    ``resume_from`` continues a saved run exactly.
     """
     from tqdm.auto import tqdm
 
+    if callback is not None and on_eval is not None:
+        raise TypeError("pass on_eval or its older name callback, not both")
+    on_eval = on_eval if on_eval is not None else callback
     config = config or TrainConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     optimizer = optimizer or make_optimizer(model, config.lr, config.weight_decay, config.betas)
@@ -239,8 +260,8 @@ def train(
             result = eval_fn(model)
         model.train(was_training)
         history.log_eval(step, result if isinstance(result, dict) else {"val_loss": float(result)})
-        if callback is not None:
-            callback(step, model, history)
+        if on_eval is not None:
+            on_eval(step, model, history)
 
     def checkpoint(step: int) -> None:
         if config.checkpoint_path:
@@ -252,8 +273,12 @@ def train(
     # buffer, so a test runner such as nbval can miss the end of the cell).
     bar = tqdm(total=config.max_steps, initial=start, desc=config.desc, disable=not config.progress,
                dynamic_ncols=True, mininterval=1.0)
+    # On a CPU shared with other busy processes, give PyTorch only the cores they leave free (labkit.device)
+    governor = ThreadGovernor() if device.type == "cpu" else None
     t0, window = time.perf_counter(), []
+    t_start = t0  # the wall-time budget counts this run only
     step = start
+    history.stop_reason = None
     try:
         for step in range(start, config.max_steps):
             for micro in range(config.grad_accum):
@@ -277,6 +302,9 @@ def train(
             history.lr.append(scheduler.get_last_lr()[0])
             scheduler.step()
             done = step + 1
+            history.completed_steps = done
+            if governor is not None:
+                governor.update()  # cheap: re-measures the machine's load every 2 s at most
             if done % config.log_every == 0 or done == config.max_steps:
                 history.steps.append(done)
                 history.train_loss.append(sum(window) / len(window))
@@ -289,19 +317,38 @@ def train(
                 history.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 checkpoint(done)
+            if on_step is not None:
+                on_step(done, model, history)
+            if done < config.max_steps:  # an early stop: by the caller, or the time budget ran out
+                if should_stop is not None and should_stop(done, model, history):
+                    history.stop_reason = "should_stop"
+                elif config.max_seconds is not None and time.perf_counter() - t_start >= config.max_seconds:
+                    history.stop_reason = "max_seconds"
+                if history.stop_reason is not None:
+                    step = done
+                    break
         else:
             step = config.max_steps
-            if not history.eval_steps or history.eval_steps[-1] != step:
-                evaluate(step)
+            history.stop_reason = "max_steps"
+        if window:  # the steps since the last logged window (an early stop between two log points)
+            history.steps.append(step)
+            history.train_loss.append(sum(window) / len(window))
+            window = []
+        if not history.eval_steps or history.eval_steps[-1] != step:
+            evaluate(step)
     except KeyboardInterrupt:  # a learner pressed stop: keep what was learned
+        history.stop_reason = "interrupted"
         print(f"Interrupted at step {step}; the model keeps its weights"
               + (f" and a checkpoint was saved to {config.checkpoint_path}" if config.checkpoint_path else ""))
     finally:
         bar.close()
+        if governor is not None:
+            governor.close()
         history.seconds += time.perf_counter() - t0
     checkpoint(step)
     if config.progress:  # a plain-text line that survives where the bar's widget does not (GitHub, nbconvert)
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in history.final.items())
-        print(f"{config.desc}: {step} steps in {history.seconds:.1f} s; {metrics}")
+        stopped = "" if history.stop_reason in ("max_steps", "interrupted") else f" (stopped early: {history.stop_reason})"
+        print(f"{config.desc}: {step} steps in {history.seconds:.1f} s{stopped}; {metrics}")
     model.eval()
     return history

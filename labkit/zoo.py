@@ -5,26 +5,46 @@ A notebook that needs an earlier notebook's model asks for it by name::
     model = zoo.load("gpt-shakespeare")
 
 If the checkpoint is in ``$LABKIT_DATA_DIR/zoo/`` (an instructor's pre-seeded copy)
-or in the cache, it is loaded (``weights_only=True``); otherwise the registered
-recipe trains it, with a progress bar, and the result is saved atomically, so
-any notebook can be opened first.
+or in the cache, it is loaded (``weights_only=True``); ``find(name)`` says which
+file that is. Otherwise the registered recipe trains it, with a progress bar, and
+the result is saved atomically, so any notebook can be opened first.
+
+Training happens once even when two processes ask for the same uncached model
+(two notebooks at once, two learners sharing a folder): ``load`` holds a lock on
+``<checkpoint>.lock`` beside the checkpoint while it checks the cache, trains and
+saves, and the second process waits, then loads what the first one saved. The lock
+is ``fcntl.flock`` (Linux, macOS); where there is no ``fcntl`` (Windows) it is a
+lock file created exclusively, which a crashed process can leave behind: one
+older than ``STALE_LOCK_SECONDS`` is taken over.
+
+The built-in models are the recipes of ``labkit.recipes`` (``RECIPE_MODULES``),
+registered on first use.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .data import cache_dir
-from .train import _atomic_save
 
-__all__ = ["Recipe", "register", "available", "path", "load", "save"]
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+__all__ = ["Recipe", "register", "available", "path", "find", "load", "save"]
+
+STALE_LOCK_SECONDS = 6 * 3600  # without fcntl: a lock file older than this was left by a crashed process
 
 
 @dataclass
@@ -46,17 +66,18 @@ class Recipe:
 
 
 _RECIPES: dict[str, Recipe] = {}
-_BUILTIN = ("labkit.recipes:register_all", "labkit.recipes_bert:register_bert")  # modules whose recipes ship with the lab
 _builtin_done = False
 
 
 def _ensure_builtin() -> None:
-    """Register the lab's own recipes on first use (importing them at import time would be slow)."""
+    """Register the lab's own recipes (``labkit.recipes.RECIPE_MODULES``) on first use: importing
+    them when the zoo is imported would be slow."""
     global _builtin_done
     if not _builtin_done:
         _builtin_done = True
-        for ref in _BUILTIN:
-            _resolve(ref)()
+        from . import recipes
+
+        recipes.register_all()
 
 
 def register(recipe: Recipe, overwrite: bool = False) -> Recipe:
@@ -94,31 +115,86 @@ def path(name: str) -> Path:
     return cache_dir() / "zoo" / f"{r.name}-v{r.version}.pt"
 
 
-def save(name: str, model: nn.Module, meta: dict) -> Path:
-    """Cache ``model``'s state dict and ``meta`` under ``name``, atomically."""
-    target = path(name)
-    _atomic_save({"model": getattr(model, "_orig_mod", model).state_dict(), "meta": meta,
-                  "name": name, "version": _recipe(name).version}, target)
-    return target
-
-
-def load(name: str, device: torch.device | str = "cpu", retrain: bool = False) -> nn.Module:
-    """The trained model ``name`` in eval mode, with its saved ``meta`` dict as ``model.zoo_meta``."""
-    r = _recipe(name)
+def find(name: str) -> Path | None:
+    """The checkpoint ``load(name)`` would load: a pre-seeded copy in ``$LABKIT_DATA_DIR/zoo/``,
+    else the cached one; None if there is neither (``load`` would train the model)."""
     candidates = []
     if os.environ.get("LABKIT_DATA_DIR"):
         candidates.append(Path(os.environ["LABKIT_DATA_DIR"]).expanduser() / "zoo" / path(name).name)
     candidates.append(path(name))
-    for candidate in ([] if retrain else candidates):
-        if candidate.is_file():
-            ckpt = torch.load(candidate, map_location="cpu", weights_only=True)
-            model = _resolve(r.build)(ckpt["meta"])
-            model.load_state_dict(ckpt["model"])
-            model.zoo_meta = ckpt["meta"]
-            return model.to(device).eval()
-    minutes = f" (about {r.minutes_cpu:g} min on a 2-core CPU)" if r.minutes_cpu else ""
-    print(f"{name!r} is not cached yet: training it now{minutes}. It is saved to {path(name)} for next time.")
-    model, meta = _resolve(r.train)()
-    save(name, model, meta)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def save(name: str, model: nn.Module, meta: dict) -> Path:
+    """Cache ``model``'s state dict and ``meta`` under ``name``, atomically."""
+    target = path(name)
+    ckpt = {"model": getattr(model, "_orig_mod", model).state_dict(), "meta": meta,
+            "name": name, "version": _recipe(name).version}
+    return atomic_write(target, lambda tmp: torch.save(ckpt, tmp))
+
+
+@contextmanager
+def _lock(target: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``target``'s ``.lock`` file; say so if another process holds it."""
+    lock_path = target.with_name(target.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is not None:
+        with open(lock_path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"Another process is training {name!r}; waiting for it to finish...", flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    waited = False
+    while True:  # no fcntl: whoever creates the lock file holds the lock
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - lock_path.stat().st_mtime > STALE_LOCK_SECONDS:
+                    lock_path.unlink(missing_ok=True)  # left by a process that crashed
+                    continue
+            except FileNotFoundError:
+                continue
+            if not waited:
+                print(f"Another process is training {name!r}; waiting for it to finish...", flush=True)
+                waited = True
+            time.sleep(0.5)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+
+
+def _load_file(r: Recipe, file: Path, device) -> nn.Module:
+    ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    model = _resolve(r.build)(ckpt["meta"])
+    model.load_state_dict(ckpt["model"])
+    model.zoo_meta = ckpt["meta"]
+    return model.to(device).eval()
+
+
+def load(name: str, device: torch.device | str = "cpu", retrain: bool = False) -> nn.Module:
+    """The trained model ``name`` in eval mode, with its saved ``meta`` dict as ``model.zoo_meta``.
+
+    Loaded from ``find(name)``, or trained by its recipe and cached (``retrain=True`` always trains);
+    a process that finds another one training the same model waits for it and loads its result."""
+    r = _recipe(name)
+    if not retrain and (found := find(name)) is not None:
+        return _load_file(r, found, device)
+    with _lock(path(name), name):
+        if not retrain and (found := find(name)) is not None:  # trained by another process while we waited
+            return _load_file(r, found, device)
+        minutes = f" (about {r.minutes_cpu:g} min on a 2-core CPU)" if r.minutes_cpu else ""
+        print(f"{name!r} is not cached yet: training it now{minutes}. It is saved to {path(name)} for next time.")
+        model, meta = _resolve(r.train)()
+        save(name, model, meta)
     model.zoo_meta = meta
     return model.to(device).eval()

@@ -12,6 +12,8 @@ def pytest_configure(config):
     # Use the pre-seeded copy of the data sets when it sits beside the checkout (CI, this lab's machines).
     if not os.environ.get("LABKIT_DATA_DIR") and SHARED_DATA.is_dir():
         os.environ["LABKIT_DATA_DIR"] = str(SHARED_DATA)
+    # The checks the tests run stay out of the learner's exercise record (tests of the record use isolated_cache).
+    os.environ.setdefault("LABKIT_PROGRESS", "off")
 
 
 def _fail_skip_under_ci(report) -> None:
@@ -43,9 +45,10 @@ def pytest_make_collect_report(collector):
 
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
-    """A private, empty cache and no pre-seeded folder: every fetch must download."""
+    """A private, empty cache and no pre-seeded folder: every fetch must download; exercise checks are recorded."""
     monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("LABKIT_DATA_DIR", raising=False)
+    monkeypatch.delenv("LABKIT_PROGRESS", raising=False)
     return tmp_path / "cache"
 
 

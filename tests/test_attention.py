@@ -181,7 +181,7 @@ def _mha_case(case, T_q, T_k):
     blocked[:, 0] = False
     blocked3 = torch.rand(B * N_HEADS, T_q, T_k, generator=g) > 0.6
     blocked3[..., 0] = False
-    causal_blocked = ~causal_mask(T_q, T_k)
+    causal_blocked = torch.ones(T_q, T_k, dtype=torch.bool).triu(1)  # by hand: key j > query i is blocked
     if case == "none":
         return {}, {}
     if case == "attn_mask_bool":
@@ -324,3 +324,48 @@ def test_mha_errors():
         MultiHeadAttention.from_torch(nn.MultiheadAttention(D_MODEL, N_HEADS, kdim=8, batch_first=True))
     with pytest.raises(ValueError, match="add_bias_kv"):
         MultiHeadAttention.from_torch(nn.MultiheadAttention(D_MODEL, N_HEADS, add_bias_kv=True, batch_first=True))
+
+
+# ---------------------------------------------------------------- capture_attention
+
+
+def test_capture_gives_the_explicit_weights_of_the_fused_path():
+    from labkit.attention import capture_attention
+
+    torch.manual_seed(0)
+    mha = _perturb_mha(MultiHeadAttention(D_MODEL, N_HEADS)).eval()
+    x, mem = torch.randn(B, 6, D_MODEL), torch.randn(B, 7, D_MODEL)
+    pad = torch.arange(7)[None, :] >= torch.tensor([7, 4])[:, None]  # (B, 7) True = pad
+    fused, none = mha(x, mem, mem, key_padding_mask=pad)
+    with capture_attention(mha) as attn:
+        out, still_none = mha(x, mem, mem, key_padding_mask=pad)  # need_weights=False: no weights returned
+    assert none is None and still_none is None
+    assert list(attn) == [""] and len(attn.calls) == 1
+    _, explicit = mha(x, mem, mem, key_padding_mask=pad, need_weights=True)
+    assert_close(out, fused)
+    assert torch.equal(attn[""], explicit)
+    assert_close(attn[""].sum(-1), torch.ones(B, N_HEADS, 6))
+    assert (attn[""][1, :, :, 4:] == 0).all()  # padded keys
+    assert not mha.__dict__.get("_attention_sinks")  # nothing left behind
+
+
+def test_capture_weights_are_taken_before_dropout():
+    from labkit.attention import capture_attention
+
+    mha = MultiHeadAttention(D_MODEL, N_HEADS, dropout=0.5).train()
+    x = torch.randn(B, 6, D_MODEL)
+    torch.manual_seed(0)
+    with capture_attention(mha, detach=True) as attn:
+        _, dropped = mha(x, x, x, need_weights=True)  # need_weights returns the weights after dropout
+    assert not attn[""].requires_grad
+    assert_close(attn[""].sum(-1), torch.ones(B, N_HEADS, 6))
+    kept = dropped != 0
+    assert 0 < kept.float().mean() < 1
+    assert_close(dropped[kept], 2 * attn[""][kept])
+
+
+def _perturb_mha(m):
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return m

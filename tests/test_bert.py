@@ -189,3 +189,62 @@ def test_mask_tokens_is_reproducible_with_a_generator():
     a = mask_tokens(input_ids, MASK_ID, V, generator=torch.Generator().manual_seed(3))
     b = mask_tokens(input_ids, MASK_ID, V, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_encode_gives_the_hidden_states_and_the_mlm_loss_builds_on_it():
+    from labkit.models.bert import mlm_loss
+
+    torch.manual_seed(0)
+    model = BERT(BERTConfig.tiny(vocab_size=VOCAB)).eval()
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    out = model(input_ids, attention_mask, token_type_ids=token_type_ids)
+    assert torch.equal(model.encode(input_ids, attention_mask, token_type_ids), out.hidden_states)
+    hf = perturbed(transformers.BertModel(hf_config(), add_pooling_layer=False))
+    with torch.no_grad():
+        expected = hf(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+    got = BERT.from_hf(hf).eval().encode(input_ids, attention_mask, token_type_ids)
+    assert_close(got[attention_mask.bool()], expected[attention_mask.bool()])
+    labels = torch.where(torch.rand(input_ids.shape, generator=torch.Generator().manual_seed(0)) < 0.3,
+                         input_ids, -100)
+    labels[0, 0] = input_ids[0, 0]
+    loss, logits = mlm_loss(model, input_ids, attention_mask, labels)
+    full = model(input_ids, attention_mask, labels)
+    assert_close(loss, full.loss)
+    assert_close(logits, full.logits[labels != -100])
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
+def test_return_attn_is_capture_attention(fused):
+    from labkit.attention import capture_attention
+
+    torch.manual_seed(0)
+    model = BERT(BERTConfig.tiny(vocab_size=VOCAB, fused_attention=fused)).eval()
+    input_ids, attention_mask, _ = padded_batch()
+    out = model(input_ids, attention_mask, return_attn=True)
+    with capture_attention(model) as captured:
+        plain = model(input_ids, attention_mask)
+    assert list(captured) == ["blocks.0.attn", "blocks.1.attn"] and plain.attentions is None
+    assert torch.equal(plain.logits, out.logits)
+    for a, b in zip(out.attentions, captured.layers()):
+        assert torch.equal(a, b)
+    hf = perturbed(transformers.BertForMaskedLM(hf_config()))
+    with torch.no_grad():
+        hf_attn = hf(input_ids, attention_mask=attention_mask, output_attentions=True).attentions
+        ours = BERT.from_hf(hf).eval()(input_ids, attention_mask, return_attn=True).attentions
+    for a, b in zip(ours, hf_attn):
+        assert_close(a, b)
+
+
+def test_checkpoints_from_before_the_shared_feed_forward_still_load():
+    from labkit.layers import FeedForward
+
+    torch.manual_seed(0)
+    model = BERT(BERTConfig.tiny(vocab_size=VOCAB))
+    assert isinstance(model.blocks[0].ffn, FeedForward)
+    old = {k.replace("ffn.linear1.", "ffn.fc1.").replace("ffn.linear2.", "ffn.fc2."): v
+           for k, v in model.state_dict().items()}  # the names bert-english v1 was saved with
+    assert any(".ffn.fc1." in k for k in old)
+    fresh = BERT(BERTConfig.tiny(vocab_size=VOCAB))
+    fresh.load_state_dict(old)  # strict
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k

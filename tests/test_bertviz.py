@@ -48,6 +48,35 @@ def test_attention_data_and_tokens_are_in_the_html(view):
     assert '"\\u003c/script>"' in html
 
 
+def _nbval_sanitize(text: str) -> str:
+    # the rules nbval applies to saved and fresh outputs before comparing them (same parser as nbval's)
+    cfg = (Path(__file__).parent / "nbval_sanitize.cfg").read_text(encoding="utf-8")
+    for regex, replace in re.findall(r"^regex: (.*)$\n^replace: (.*)$", cfg, flags=re.MULTILINE):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_notebook_comparison_masks_exactly_the_attention_numbers(view):
+    # A trained model's attention differs in its last digits from one CPU to another: nbval's sanitizer
+    # masks the numbers (and only them), so the rest of a saved view (tokens, layers, heads) stays compared.
+    att = _attention(2, 4, 5)
+    other = [a + 1e-3 * torch.rand_like(a) for a in att]  # the same view on another machine
+    a = view(att, TOKENS[:5], html_action="return").data
+    b = view(other, TOKENS[:5], html_action="return").data
+    assert a != b and _nbval_sanitize(a) == _nbval_sanitize(b)
+    masked = _nbval_sanitize(a)
+    assert a.count("/*labkit-attention*/[[[[") == 1 and "/*labkit-attention*/ATTENTION/*end-attention*/" in masked
+    assert len(a) - len(masked) > 0.9 * len(_array_js_of(att))  # the numbers are gone ...
+    assert _nbval_sanitize(view(att, TOKENS[1:6], html_action="return").data) != masked  # ... the tokens are not
+    assert _nbval_sanitize(view(att, TOKENS[:5], layers=[1], html_action="return").data) != masked  # nor the layers
+
+
+def _array_js_of(att):
+    from labkit.viz.bertviz import _array_js
+
+    return _array_js(torch.cat(att).numpy())
+
+
 def test_size_is_small(view):
     html = view(_attention(2, 4, 12), TOKENS, html_action="return").data
     assert len(html.encode("utf-8")) < SIZE_LIMIT

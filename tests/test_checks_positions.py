@@ -1,9 +1,12 @@
 """Notebook 02's checkers: the reference solutions pass; typical mistakes fail with the specific hint."""
 
+import pytest
 import torch
 
 from labkit import checks
 from labkit.layers import rotate_half
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # checkers record progress: keep it out of the checkout
 
 
 def _todo(*args, **kwargs):
@@ -35,7 +38,8 @@ def test_sinusoidal_table_mistakes(capsys):
 
     assert not checks.check_sinusoidal_table(swapped)
     out = capsys.readouterr().out
-    assert "values differ" in out and "EVEN columns 2i hold sines" in out
+    assert "values differ" in out and "sines and cosines are swapped" in out
+    assert "the exponent uses the even index 2i" not in out  # the targeted hint, not the general one
 
     def column_index(max_len, d_model):  # exponent j/d_model with the column index j, for every column
         pos = torch.arange(max_len, dtype=torch.float32)[:, None]
@@ -45,12 +49,16 @@ def test_sinusoidal_table_mistakes(capsys):
         return pe
 
     assert not checks.check_sinusoidal_table(column_index)
-    assert "exponent uses the even index 2i" in capsys.readouterr().out
+    assert "a sine and its cosine share one frequency" in capsys.readouterr().out
+
+    assert not checks.check_sinusoidal_table(lambda n, d: sinusoidal_table(n + 1, d)[1:])  # positions from 1
+    assert "positions start at 0" in capsys.readouterr().out
 
     assert not checks.check_sinusoidal_table(lambda n, d: sinusoidal_table(n, d)[:, : d // 2])
     assert "expected shape" in capsys.readouterr().out
     assert not checks.check_sinusoidal_table(_todo)
-    assert "not implemented yet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not implemented yet: write the body of `_todo`" in out and "Hint" not in out
 
 
 # --- rope_rotate ----------------------------------------------------------------------
@@ -80,19 +88,21 @@ def test_rope_rotate_mistakes(capsys):
 
     assert not checks.check_rope_rotate(interleaved)
     out = capsys.readouterr().out
-    assert "❌ rope_rotate" in out and "not neighbours x[2i], x[2i+1]" in out
+    assert "❌ rope_rotate" in out and "that is the interleaved layout" in out
 
     def clockwise(x, pos, base=10000.0):
         return rope_rotate(x, -pos, base)
 
     assert not checks.check_rope_rotate(clockwise)
     out = capsys.readouterr().out
-    assert "quarter-turn" in out and "counter-clockwise" in out
+    assert "quarter-turn" in out and "you rotated clockwise" in out
 
     def ignores_base(x, pos, base=10000.0):
         return rope_rotate(x, pos)
 
     assert not checks.check_rope_rotate(ignores_base)
-    assert "base=100" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "base=100" in out and "use the base you are given" in out
     assert not checks.check_rope_rotate(_todo)
-    assert "not implemented yet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Hint" not in out

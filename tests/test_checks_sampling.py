@@ -2,10 +2,13 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from labkit.checks import sampling as checks  # labkit.checks re-exports these once registered in __init__
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # checkers record progress: keep it out of the checkout
 
 
 def _todo(*args, **kwargs):
@@ -38,7 +41,7 @@ def test_top_k_zero_instead_of_minus_inf_fails(capsys):
 
     assert not checks.check_top_k_filter(zeros)
     out = capsys.readouterr().out
-    assert "❌ top_k_filter" in out and "hold 0, not -inf" in out and "float('-inf')" in out
+    assert "❌ top_k_filter" in out and "hold 0, not -inf" in out and "a logit of 0 is not filtered out" in out
 
 
 def test_top_k_strict_comparison_keeps_one_too_few(capsys):
@@ -48,7 +51,7 @@ def test_top_k_strict_comparison_keeps_one_too_few(capsys):
 
     assert not checks.check_top_k_filter(strict)
     out = capsys.readouterr().out
-    assert "0 entries survive, expected 1" in out and "not >, which keeps k-1" in out
+    assert "0 entries survive, expected 1" in out and "drops the k-th largest logit too" in out
 
 
 def test_top_k_whole_tensor_instead_of_rows_fails(capsys):
@@ -58,7 +61,7 @@ def test_top_k_whole_tensor_instead_of_rows_fails(capsys):
 
     assert not checks.check_top_k_filter(global_topk)
     out = capsys.readouterr().out
-    assert "entries survive in row" in out and "LAST dimension" in out
+    assert "entries survive in row" in out and "the top k of the whole tensor, flattened" in out
 
 
 def test_top_k_in_place_fails(capsys):
@@ -71,9 +74,18 @@ def test_top_k_in_place_fails(capsys):
     assert "changed in place" in capsys.readouterr().out
 
 
+def test_top_k_smallest_instead_of_largest_fails(capsys):
+    assert not checks.check_top_k_filter(
+        lambda logits, k: logits.masked_fill(logits > torch.topk(logits, k, dim=-1, largest=False).values[..., -1:],
+                                             float("-inf")))
+    out = capsys.readouterr().out
+    assert "not the right ones" in out and "those are the k SMALLEST logits" in out
+
+
 def test_top_k_stub(capsys):
     assert not checks.check_top_k_filter(_todo)
-    assert "not implemented yet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Hint" not in out
 
 
 # --- top_p_filter -----------------------------------------------------------------------
@@ -109,7 +121,7 @@ def test_top_p_dropping_the_crossing_token_fails(capsys):
 
     assert not checks.check_top_p_filter(without_crossing)
     out = capsys.readouterr().out
-    assert "❌ top_p_filter" in out and "entries survive" in out and "the token that crosses p is kept" in out
+    assert "❌ top_p_filter" in out and "entries survive" in out and "you dropped the token whose probability" in out
 
 
 def test_top_p_forgetting_to_unsort_fails(capsys):
@@ -121,12 +133,13 @@ def test_top_p_forgetting_to_unsort_fails(capsys):
 
     assert not checks.check_top_p_filter(sorted_mask)
     out = capsys.readouterr().out
-    assert "not the right ones" in out and "scatter" in out
+    assert "not the right ones" in out and "the keep/drop decisions are in SORTED order" in out
 
 
 def test_top_p_stub(capsys):
     assert not checks.check_top_p_filter(_todo)
-    assert "not implemented yet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Hint" not in out
 
 
 # --- perplexity -----------------------------------------------------------------------------
@@ -160,7 +173,7 @@ def test_perplexity_base_two_fails(capsys):
 
     assert not checks.check_perplexity(mixed)
     out = capsys.readouterr().out
-    assert "❌ perplexity" in out and "base 2" in out
+    assert "❌ perplexity" in out and "2**loss mixes a base-2 power with a base-e loss" in out
 
 
 def test_perplexity_exp_of_sum_fails(capsys):
@@ -169,7 +182,7 @@ def test_perplexity_exp_of_sum_fails(capsys):
 
     assert not checks.check_perplexity(exp_sum)
     out = capsys.readouterr().out
-    assert "❌ perplexity" in out and "MEAN, not of the sum" in out
+    assert "❌ perplexity" in out and "exp of the SUMMED loss grows with the number of tokens" in out
 
 
 def test_perplexity_without_softmax_fails(capsys):
@@ -177,9 +190,59 @@ def test_perplexity_without_softmax_fails(capsys):
         return torch.exp(-logits.gather(-1, targets.unsqueeze(-1)).mean())
 
     assert not checks.check_perplexity(raw_logits)
-    assert "exactly V" in capsys.readouterr().out
+    assert "a raw logit is not a log-probability" in capsys.readouterr().out
 
 
 def test_perplexity_stub(capsys):
     assert not checks.check_perplexity(_todo)
-    assert "not implemented yet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Hint" not in out
+
+
+# --- the checkers' references against hand-computed answers -----------------------------------
+
+INF = float("inf")
+
+
+def test_top_k_reference_against_hand_computed_answers():
+    """The checker compares with labkit.generate.top_k_filter; here that reference meets answers worked out
+    by hand, so a wrong labkit version cannot make the checker reject right answers (or accept wrong ones)."""
+    from labkit.checks.sampling import _top_k_cases
+    from labkit.generate import top_k_filter
+
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0, 2.5], [0.5, -1.0, 4.0, 4.5, -2.0]])
+    assert top_k_filter(logits, 2).tolist() == [[-INF, 3.0, -INF, -INF, 2.5], [-INF, -INF, 4.0, 4.5, -INF]]
+    assert top_k_filter(logits, 1).tolist() == [[-INF, 3.0, -INF, -INF, -INF], [-INF, -INF, -INF, 4.5, -INF]]
+    assert top_k_filter(logits, 5).tolist() == logits.tolist()
+    for case in _top_k_cases():  # and on every case the checker uses, a pure-Python reading of "the k largest"
+        x, k = case.args
+        rows = x.reshape(-1, x.size(-1)).tolist()
+        expected = [[v if v >= sorted(row, reverse=True)[k - 1] else -INF for v in row] for row in rows]
+        assert top_k_filter(x, k).reshape(len(rows), -1).tolist() == expected, case.name
+
+
+def test_top_p_reference_against_hand_computed_answers():
+    from labkit.checks.sampling import _top_p_cases
+    from labkit.generate import top_p_filter
+
+    # probabilities 0.5, 0.3, 0.15, 0.05 (in a shuffled order): the nucleus for p is the shortest prefix
+    # of the sorted list whose sum reaches p
+    logits = torch.tensor([0.15, 0.5, 0.05, 0.3]).log()
+    assert top_p_filter(logits, 0.4).isfinite().tolist() == [False, True, False, False]  # 0.5 >= 0.4
+    assert top_p_filter(logits, 0.6).isfinite().tolist() == [False, True, False, True]  # 0.5 + 0.3
+    assert top_p_filter(logits, 0.9).isfinite().tolist() == [True, True, False, True]  # 0.5 + 0.3 + 0.15
+    assert top_p_filter(logits, 0.01).isfinite().tolist() == [False, True, False, False]  # the top token always
+    kept = top_p_filter(logits, 0.6)
+    assert torch.equal(kept[kept.isfinite()], logits[[1, 3]])  # survivors keep their values
+    for case in _top_p_cases():
+        x, p = case.args
+        got = top_p_filter(x, p).reshape(-1, x.size(-1))
+        for row, out in zip(x.reshape(-1, x.size(-1)).double().softmax(-1).tolist(), got):
+            order = sorted(range(len(row)), key=lambda i: -row[i])
+            keep, mass = set(), 0.0
+            for i in order:  # most likely first, until the mass so far reaches p
+                if mass >= p:
+                    break
+                keep.add(i)
+                mass += row[i]
+            assert {i for i, v in enumerate(out.tolist()) if v != -INF} == keep, case.name

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -227,3 +228,63 @@ def test_beam_search_invalid_arguments():
         beam_search(step_fn, torch.tensor([0]), beam_size=0, max_len=3, eos_id=None)
     with pytest.raises(ValueError, match="max_len"):
         beam_search(step_fn, torch.tensor([0]), beam_size=2, max_len=0, eos_id=None)
+
+
+class WindowSum(torch.nn.Module):
+    """Its next token is the sum of the tokens it sees, mod V; it refuses more than ``limit`` tokens (as GPT)."""
+
+    def __init__(self, limit, vocab=7, with_config=True):
+        super().__init__()
+        self.limit, self.vocab = limit, vocab
+        if with_config:
+            self.config = type("Config", (), {"block_size": limit})()
+
+    def forward(self, idx):
+        if idx.size(1) > self.limit:
+            raise ValueError(f"sequence length {idx.size(1)} exceeds block_size {self.limit}")
+        nxt = idx.cumsum(1) % self.vocab  # (B, T): the answer after each prefix
+        return torch.nn.functional.one_hot(nxt, self.vocab).float()  # (B, T, V) logits
+
+
+@pytest.mark.parametrize("with_config", [True, False], ids=["model.config.block_size", "block_size="])
+def test_greedy_crops_the_context_to_the_models_limit(with_config):
+    model = WindowSum(limit=4, with_config=with_config)
+    start = torch.tensor([[1, 2, 3], [4, 4, 4]])
+    out = greedy(model, start, max_new_tokens=6, block_size=None if with_config else 4)
+    expected = start.tolist()
+    for row in expected:  # by hand: each new token is the sum of the last 4 tokens, mod 7
+        for _ in range(6):
+            row.append(sum(row[-4:]) % 7)
+    assert out.tolist() == expected
+
+
+class _LossFirst(NamedTuple):  # an output whose logits are not its first item
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+
+
+def test_greedy_reads_the_logits_by_name():
+    table = bigram_table(6)
+    model = Bigram(table)
+    by_name = lambda idx: _LossFirst(None, model(idx)[0])  # noqa: E731
+    assert torch.equal(greedy(by_name, torch.tensor([[2]]), 5), greedy(model, torch.tensor([[2]]), 5))
+
+
+def test_beam_search_compares_live_beams_before_stopping():
+    """After step 2 two hypotheses have ended (EOS at -1.0, "2 EOS" at -1.2), as many as the beam, but
+    the live beam "1 1" (-0.11) still scores better: stopping there would miss "1 1 EOS" (-0.12)."""
+    eos, V = 0, 4
+    logp = {(3,): {eos: -1.0, 1: -0.1, 2: -1.1}, (3, 1): {eos: -2.0, 1: -0.01}, (3, 2): {eos: -0.1},
+            (3, 1, 1): {eos: -0.01}}
+
+    def step_fn(prefixes):
+        out = torch.full((prefixes.size(0), V), -5.0)
+        for row, prefix in enumerate(prefixes.tolist()):
+            for tok, value in logp.get(tuple(prefix), {}).items():
+                out[row, tok] = value
+        return out
+
+    hyps = beam_search(step_fn, torch.tensor([3]), beam_size=2, max_len=4, eos_id=eos, length_penalty=0.0)
+    (best, score), (second, score2) = hyps
+    assert best.tolist() == [1, 1, eos] and score == pytest.approx(-0.12)
+    assert second.tolist() == [eos] and score2 == pytest.approx(-1.0)

@@ -213,3 +213,60 @@ def test_relu_squared_function_matches_autograd():
     (y2 * g).sum().backward()
     assert torch.equal(y, y2)
     torch.testing.assert_close(x.grad, x2.grad)
+
+
+def test_output_is_a_named_tuple_and_encode_gives_the_hidden_states():
+    from labkit.models.gpt import GPTOutput
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(vocab_size=VOCAB)).eval()
+    x, y = ids(B=2, T=10), ids(B=2, T=10, seed=2)
+    out = model(x, y)
+    assert isinstance(out, GPTOutput) and out.logits.shape == (2, 10, VOCAB) and out.loss.dim() == 0
+    logits, loss = out  # still unpacks as before
+    assert logits is out.logits and loss is out.loss and model(x).loss is None
+    h = model.encode(x)
+    assert h.shape == (2, 10, 32)
+    assert_close(model.lm_head(h), out.logits)
+    hf = random_hf_gpt2()
+    ours = GPT.from_hf(hf).eval()
+    with torch.no_grad():
+        expected = hf(ids(), output_hidden_states=True).hidden_states[-1]  # HF's last one is after ln_f
+    assert_close(ours.encode(ids()), expected)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
+def test_return_attn_is_capture_attention(fused):
+    from labkit.attention import capture_attention
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(fused_attention=fused, pos_emb="rope")).eval()
+    x = ids(B=2, T=10, vocab=64)
+    logits, loss, attn = model(x, x, return_attn=True)
+    with capture_attention(model) as captured:
+        out = model(x, x)
+    assert list(captured) == ["transformer.h.0.attn", "transformer.h.1.attn"]
+    assert torch.equal(out.logits, logits) and torch.equal(out.loss, loss)
+    for a, b in zip(attn, captured.layers()):
+        assert torch.equal(a, b)
+    hf = random_hf_gpt2()  # and they are GPT-2's own attention weights
+    with torch.no_grad():
+        hf_attn = hf(ids(), output_attentions=True).attentions
+        _, _, ours = GPT.from_hf(hf).eval()(ids(), return_attn=True)
+    for a, b in zip(ours, hf_attn):
+        assert_close(a, b)
+
+
+def test_one_of_each_shared_part():
+    import labkit.layers
+    import labkit.optim
+    from labkit.models.bert import BERT
+
+    assert issubclass(Rotary, labkit.layers.RotaryEmbedding)
+    assert GPT._init_weights is BERT._init_weights is labkit.layers.normal_init
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny())
+    opt = model.configure_optimizers(weight_decay=0.3, learning_rate=1e-3)
+    expected = labkit.optim.decay_groups(model.parameters(), 0.3)
+    assert [[id(p) for p in g["params"]] for g in opt.param_groups] == [[id(p) for p in g["params"]] for g in expected]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.3, 0.0] and opt.defaults["lr"] == 1e-3

@@ -9,7 +9,7 @@ from torch import nn
 from torch.testing import assert_close
 from torch_compare import assert_grads_equal, grads_in_torch_names  # noqa: F401
 
-from labkit.attention import MultiHeadAttention, causal_mask
+from labkit.attention import MultiHeadAttention, capture_attention
 from labkit.layers import (
     Decoder,
     DecoderBlock,
@@ -212,7 +212,7 @@ def test_encoder_block_causal_and_attn_mask():
     ref = _torch_encoder_layer()
     block = EncoderBlock.from_torch(ref)
     x, pad = torch.randn(B, T, D_MODEL), _padding(T)
-    blocked = ~causal_mask(T)  # nn.MultiheadAttention convention: True = NOT allowed
+    blocked = torch.ones(T, T, dtype=torch.bool).triu(1)  # by hand; nn.MultiheadAttention's True = NOT allowed
     theirs = dict(src_mask=blocked, is_causal=True, src_key_padding_mask=pad)
     _compare_forward_backward(block, ref, dict(is_causal=True, key_padding_mask=pad), theirs, [x])
     _compare_forward_backward(block, ref, dict(attn_mask=blocked), dict(src_mask=blocked), [x])
@@ -270,7 +270,7 @@ def test_decoder_block_from_torch(activation, norm_first):
     mem_pad, tgt_pad = _padding(S), _padding(T)
     ours = dict(memory_key_padding_mask=mem_pad, tgt_key_padding_mask=tgt_pad)  # is_causal=True by default
     theirs = dict(
-        tgt_mask=~causal_mask(T), tgt_is_causal=True, memory_key_padding_mask=mem_pad, tgt_key_padding_mask=tgt_pad
+        tgt_mask=nn.Transformer.generate_square_subsequent_mask(T), tgt_is_causal=True, memory_key_padding_mask=mem_pad, tgt_key_padding_mask=tgt_pad
     )
     _compare_forward_backward(block, ref, ours, theirs, [x, memory])
 
@@ -324,8 +324,86 @@ def test_decoder_stack_matches_torch_transformer_decoder():
     assert dec.norm is None  # post-norm: no final norm by default
     dec.layers = nn.ModuleList(DecoderBlock.from_torch(l) for l in ref.layers)
     x, memory, mem_pad = torch.randn(B, T, D_MODEL), torch.randn(B, S, D_MODEL), _padding(S)
-    expected = ref(x, memory, tgt_mask=~causal_mask(T), tgt_is_causal=True, memory_key_padding_mask=mem_pad)
+    expected = ref(x, memory, tgt_mask=nn.Transformer.generate_square_subsequent_mask(T), tgt_is_causal=True,
+                   memory_key_padding_mask=mem_pad)
     assert_close(dec(x, memory, memory_key_padding_mask=mem_pad), expected)
+
+
+def test_decoder_stack_with_target_padding_matches_torch():
+    """Causal self-attention combined with target padding: the mask labkit builds itself (not is_causal's
+    fused kernel) against PyTorch's square subsequent mask."""
+    torch.manual_seed(0)
+    layer = nn.TransformerDecoderLayer(D_MODEL, N_HEADS, D_FF, dropout=0.0, batch_first=True)
+    ref = _perturb(nn.TransformerDecoder(layer, 2))
+    dec = Decoder(2, D_MODEL, N_HEADS, D_FF).eval()
+    dec.layers = nn.ModuleList(DecoderBlock.from_torch(l) for l in ref.layers)
+    x, memory, tgt_pad = torch.randn(B, T, D_MODEL), torch.randn(B, S, D_MODEL), _padding(T)
+    expected = ref(x, memory, tgt_mask=nn.Transformer.generate_square_subsequent_mask(T), tgt_is_causal=True,
+                   tgt_key_padding_mask=tgt_pad)
+    got = dec(x, memory, tgt_key_padding_mask=tgt_pad)
+    assert_close(got[~tgt_pad], expected[~tgt_pad])
+
+
+def _weights_by_hooks(module):
+    """The notebook-06 way, kept as an independent reference: ask every MultiHeadAttention for its weights
+    with a forward pre-hook and keep them with a forward hook."""
+    kept, hooks = {}, []
+    for name, m in module.named_modules():
+        if isinstance(m, MultiHeadAttention):
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, args, kwargs: (args, {**kwargs, "need_weights": True}), with_kwargs=True))
+            hooks.append(m.register_forward_hook(lambda mod, args, out, name=name: kept.__setitem__(name, out[1])))
+    return kept, hooks
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post_norm", "pre_norm"])
+def test_capture_attention_in_encoder_and_decoder_stacks(norm_first):
+    torch.manual_seed(0)
+    enc = Encoder(2, D_MODEL, N_HEADS, D_FF, norm_first=norm_first).eval()
+    dec = Decoder(2, D_MODEL, N_HEADS, D_FF, norm_first=norm_first).eval()
+    src, tgt = torch.randn(B, S, D_MODEL), torch.randn(B, T, D_MODEL)
+    src_pad, tgt_pad = _padding(S), _padding(T)
+    with torch.no_grad():
+        plain = dec(tgt, enc(src, key_padding_mask=src_pad), memory_key_padding_mask=src_pad,
+                    tgt_key_padding_mask=tgt_pad)
+        with capture_attention(enc) as enc_attn, capture_attention(dec) as dec_attn:
+            memory = enc(src, key_padding_mask=src_pad)
+            out = dec(tgt, memory, memory_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad)
+        kept, hooks = _weights_by_hooks(nn.ModuleDict({"enc": enc, "dec": dec}))
+        dec(tgt, enc(src, key_padding_mask=src_pad), memory_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad)
+        for h in hooks:
+            h.remove()
+    assert_close(out, plain)  # capturing changes the path, not the result
+    assert list(enc_attn) == ["layers.0.self_attn", "layers.1.self_attn"]
+    assert list(dec_attn) == ["layers.0.self_attn", "layers.0.cross_attn", "layers.1.self_attn", "layers.1.cross_attn"]
+    for name, w in enc_attn.items():
+        assert w.shape == (B, N_HEADS, S, S)
+        assert_close(w, kept["enc." + name])
+        assert (w[1, :, :, S - 2:] == 0).all()  # padded source keys
+    for name, w in dec_attn.items():
+        assert w.shape == (B, N_HEADS, T, S if "cross" in name else T)
+        assert_close(w, kept["dec." + name])
+        assert_close(w.sum(-1), torch.ones(B, N_HEADS, T))  # every query's row sums to 1
+    self_attn = dec_attn.layers("*self_attn")
+    assert len(self_attn) == 2 and (self_attn[0].triu(1) == 0).all()  # causal: nothing from the future
+    assert [w.shape[-1] for w in dec_attn.layers("*cross_attn")] == [S, S]
+    assert len(dec_attn.layers()) == 4
+
+
+def test_capture_attention_in_single_blocks_and_every_call():
+    block = DecoderBlock(D_MODEL, N_HEADS, D_FF).eval()
+    x, memory = torch.randn(B, T, D_MODEL), torch.randn(B, S, D_MODEL)
+    with torch.no_grad(), capture_attention(block) as attn:
+        block(x[:, :3], memory)  # decoding step by step: one call per prefix
+        block(x, memory)
+    assert list(attn) == ["self_attn", "cross_attn"]
+    assert [name for name, _ in attn.calls] == ["self_attn", "cross_attn"] * 2
+    assert attn["self_attn"].shape == (B, N_HEADS, T, T)  # the latest call
+    assert attn.calls[0][1].shape == (B, N_HEADS, 3, 3)
+    eblock = EncoderBlock(D_MODEL, N_HEADS, D_FF).eval()
+    with torch.no_grad(), capture_attention(eblock) as attn:
+        eblock(x, is_causal=True)
+    assert list(attn) == ["self_attn"] and (attn["self_attn"].triu(1) == 0).all()
 
 
 def test_blocks_use_labkit_attention():

@@ -1,4 +1,5 @@
-"""labkit.recipes: the Muon+AdamW optimizer, the whole-split evaluation, and the zoo's build/train pair."""
+"""labkit.recipes (the package) and its gpt_shakespeare recipe: the Muon+AdamW optimizer, the whole-split
+evaluation, the training wrapper, the zoo's build/train pair, and the old import paths."""
 
 from dataclasses import asdict, replace
 
@@ -141,7 +142,7 @@ def test_evaluate_lm_equals_a_hand_loop():
 
 def test_build_from_meta_loads_a_trained_state_dict(monkeypatch):
     text = "to be, or not to be: that is the question.\n" * 40
-    monkeypatch.setattr(recipes, "read_text", lambda name: text)
+    monkeypatch.setattr(recipes.gpt_shakespeare, "read_text", lambda name: text)
     model, meta = recipes.train_gpt_shakespeare(replace(LAB, **{**TINY, "steps": 3}))
     assert meta["chars"] == sorted(set(text)) and meta["config"]["vocab_size"] == len(set(text))
     assert meta["config"] == asdict(model.config)
@@ -149,17 +150,73 @@ def test_build_from_meta_loads_a_trained_state_dict(monkeypatch):
     rebuilt.load_state_dict(model.state_dict())  # strict: same names and shapes
     x = torch.randint(len(set(text)), (2, 16))
     assert_close(rebuilt.eval()(x)[0], model.eval()(x)[0])
+    assert list(meta) == ["config", "chars", "recipe", "val_loss", "train_steps"] and meta["train_steps"] == 3
+    tok = recipes.gpt_shakespeare.CharTokenizer.from_text(text)
+    val = torch.tensor(tok.encode(text))[-500:]
+    assert recipes.zoo_meta(model, tok, replace(LAB, **{**TINY, "steps": 3}), val)["chars"] == meta["chars"]
     torch.save({"meta": meta}, buf := __import__("io").BytesIO())
     buf.seek(0)
     assert torch.load(buf, weights_only=True)["meta"] == meta  # the zoo loads meta with weights_only=True
 
 
-def test_register_all_registers_gpt_shakespeare():
+def test_register_all_registers_every_recipe_module():
     from labkit import zoo
 
     recipes.register_all()
     recipes.register_all()  # twice is fine
-    assert "gpt-shakespeare" in zoo.available()
+    assert {"gpt-shakespeare", "bert-english"} <= set(zoo.available())
+
+
+def test_old_import_paths_still_work():
+    import labkit.optim
+    from labkit.recipes import gpt_shakespeare as g
+
+    # every public name labkit.recipes had as a module, now the package, is the recipe module's object
+    for name in ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "gpt_config", "build_model", "split_params",
+                 "MuonAdamW", "build_optimizer", "TrainResult", "train_lm", "evaluate_lm", "build_gpt_shakespeare",
+                 "train_gpt_shakespeare", "register_all"]:
+        assert hasattr(recipes, name), name
+        if name != "register_all":
+            assert getattr(recipes, name) is getattr(g, name), name
+    assert recipes.MuonAdamW is labkit.optim.MuonAdamW and recipes.split_params is labkit.optim.split_params
+    from labkit.train import decay_groups, make_optimizer  # noqa: F401  (train keeps both names)
+
+    assert decay_groups is labkit.optim.decay_groups
+    assert set(recipes.__all__) >= {"LAB", "NANOGPT", "train_lm", "register_all", "RECIPE_MODULES", "train_config"}
+
+
+def test_train_lm_is_train_with_the_recipes_public_pieces():
+    """What notebook 08 writes out: train_config + batches + build_optimizer in labkit.train.train, with an
+    evaluation and a sampling callback on the side, gives train_lm's very weights."""
+    recipe = replace(LAB, **{**TINY, "steps": 4, "batch_size": 8})
+    data = torch.randint(64, (2000,), generator=torch.Generator().manual_seed(3))
+    a = recipes.build_model(recipe, 64)
+    result = recipes.train_lm(a, data, recipe, progress=False)
+    b = recipes.build_model(recipe, 64)
+    config = recipes.train_config(recipe, progress=False, eval_every=2)
+    history = train(b, recipes.batches(data, recipe), config, optimizer=recipes.build_optimizer(b, recipe),
+                    eval_fn=lambda m: evaluate_lm(m, data[:200], 16),
+                    on_eval=lambda step, m, h: m.generate(torch.zeros(1, 1, dtype=torch.long), 3,
+                                                          generator=torch.Generator().manual_seed(step)))
+    assert history.eval_steps == [2, 4] and result.steps == 4 and not result.stopped_early
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert config.max_steps == recipe.steps and config.lr == recipe.lr and config.grad_clip == recipe.grad_clip
+
+
+def test_train_lm_time_budget_stops_cleanly(monkeypatch):
+    recipe = replace(LAB, **{**TINY, "steps": 1000})
+    data = torch.randint(64, (2000,), generator=torch.Generator().manual_seed(3))
+    model = recipes.build_model(recipe, 64)
+    lines = []
+    result = recipes.train_lm(model, data, recipe, max_seconds=0.5, progress=False, log=lines.append, log_every=5)
+    assert result.stopped_early and 1 <= result.steps < 1000
+    assert result.tokens == result.steps * recipe.batch_size * recipe.block_size
+    assert result.train_loss is not None and not model.training
+    assert len(lines) == result.steps // 5 and lines[0].startswith("step     5/1000")
+    full = recipes.train_lm(recipes.build_model(replace(recipe, steps=3), 64), data, replace(recipe, steps=3),
+                            progress=False)
+    assert full.steps == 3 and not full.stopped_early
 
 
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])

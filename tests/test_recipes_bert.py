@@ -1,12 +1,13 @@
-"""The bert-english recipe: its data pipeline, its fast MLM loss and a tiny end-to-end run through the zoo."""
+"""The bert-english recipe: its data pipeline, its fast MLM loss, a tiny end-to-end run through the zoo,
+and the old import path labkit.recipes_bert."""
 
 from dataclasses import replace
 
 import pytest
 import torch
 
-from labkit import recipes_bert as rb
 from labkit import zoo
+from labkit.recipes import bert_english as rb
 from labkit.models.bert import BERT, BERTConfig
 from labkit.tokenizers import BERT_SPECIAL_TOKENS, BPETokenizer
 
@@ -121,8 +122,26 @@ def test_same_recipe_gives_the_same_model(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
 
 
+def test_old_import_path_re_exports_the_new_homes():
+    import labkit.data
+    import labkit.evaluate
+    import labkit.models.bert
+    from labkit import recipes_bert
+
+    homes = {"pad_batch": labkit.data, "masked_batch": labkit.data, "special_tokens_mask": labkit.data,
+             "length_grouped_batches": labkit.data, "evaluate_mlm": labkit.evaluate,
+             "unigram_baseline": labkit.evaluate, "mean_pool": labkit.evaluate, "mlm_loss": labkit.models.bert}
+    for name in ["BERTRecipe", "BERT_ENGLISH", "MLMData", "english_sentences", "split_sentences",
+                 "encode_sentences", "pad_batch", "special_tokens_mask", "masked_batch", "length_grouped_batches",
+                 "mlm_data", "mlm_loss", "evaluate_mlm", "unigram_baseline", "mean_pool", "bert_config",
+                 "build_optimizer", "build_bert_english", "load_tokenizer", "train_bert_english"]:
+        assert getattr(recipes_bert, name) is getattr(homes.get(name, rb), name), name
+    assert recipes_bert.register_bert is rb.register
+    assert "register_bert" in recipes_bert.__all__
+
+
 def test_register_and_adamw_option():
-    rb.register_bert()
+    rb.register()
     assert "bert-english" in zoo.available()
     assert zoo.path("bert-english").name == "bert-english-v1.pt"
     model = BERT(BERTConfig.tiny())

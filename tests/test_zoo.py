@@ -54,3 +54,103 @@ def test_unknown_name_lists_known():
 def test_builtin_recipes_are_registered():
     assert "gpt-shakespeare" in zoo.available()
     assert zoo.path("gpt-shakespeare").name.startswith("gpt-shakespeare-v")
+
+
+def test_builtin_list_is_the_recipes_package():
+    from labkit import recipes
+
+    assert recipes.RECIPE_MODULES == ("gpt_shakespeare", "bert_english")
+    names = zoo.available()
+    assert {"gpt-shakespeare", "bert-english"} <= set(names)
+    for module in recipes.RECIPE_MODULES:  # each registers a recipe whose functions live in its own module
+        assert callable(getattr(recipes, module).register)
+    assert zoo._recipe("bert-english").train.startswith("labkit.recipes.bert_english:")
+    assert zoo._resolve(zoo._recipe("gpt-shakespeare").build).__module__ == "labkit.recipes.gpt_shakespeare"
+
+
+def test_find_says_which_checkpoint_load_would_use(isolated_cache, tmp_path, monkeypatch):
+    zoo.register(zoo.Recipe("test-find", "find", build=_build, train=_train), overwrite=True)
+    assert zoo.find("test-find") is None
+    cached = zoo.save("test-find", nn.Linear(3, 1), {"n_in": 3})
+    assert zoo.find("test-find") == cached == zoo.path("test-find")
+    seeded = tmp_path / "seed"
+    (seeded / "zoo").mkdir(parents=True)
+    torch.save({"model": nn.Linear(2, 1).state_dict(), "meta": {"n_in": 2}}, seeded / "zoo" / cached.name)
+    monkeypatch.setenv("LABKIT_DATA_DIR", str(seeded))
+    assert zoo.find("test-find") == seeded / "zoo" / cached.name  # a pre-seeded copy comes first
+    assert zoo.load("test-find").zoo_meta == {"n_in": 2}
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(isolated_cache, monkeypatch):
+    zoo.register(zoo.Recipe("test-atomic", "atomic", build=_build, train=_train), overwrite=True)
+    zoo.save("test-atomic", nn.Linear(3, 1), {"n_in": 3})
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m, pytest.raises(OSError):
+        m.setattr(torch, "save", broken_save)
+        zoo.save("test-atomic", nn.Linear(3, 1), {"n_in": 3, "newer": True})
+    assert torch.load(zoo.path("test-atomic"), weights_only=True)["meta"] == {"n_in": 3}
+    assert sorted(p.name for p in zoo.path("test-atomic").parent.iterdir()) == [zoo.path("test-atomic").name]
+
+
+_TWO_PROCESSES = r"""
+import sys, time
+import torch
+from torch import nn
+from labkit import zoo
+
+calls = sys.argv[1]
+
+def train():
+    with open(calls, "a") as f:  # count the trainings
+        f.write("trained\n")
+    time.sleep(1.5)  # long enough for the other process to arrive and find no checkpoint
+    model = nn.Linear(3, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.25)
+    return model, {"n_in": 3}
+
+zoo.register(zoo.Recipe("test-locked", "two processes", build=lambda meta: nn.Linear(meta["n_in"], 1),
+                        train=train), overwrite=True)
+model = zoo.load("test-locked")
+print("weight", model.weight.sum().item(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["fcntl", "no-fcntl"])
+def test_two_processes_train_once(isolated_cache, tmp_path, fallback):
+    import subprocess
+    import sys
+
+    script = tmp_path / "load.py"
+    source = _TWO_PROCESSES if not fallback else _TWO_PROCESSES.replace(
+        "from labkit import zoo\n", "from labkit import zoo\nzoo.fcntl = None  # as on Windows\n")
+    script.write_text(source)
+    calls = tmp_path / "calls.txt"
+    env = {**__import__("os").environ, "LABKIT_CACHE_DIR": str(isolated_cache)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(calls)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert calls.read_text().count("trained") == 1  # one trained; the other waited, then loaded
+    assert all("weight 0.75" in out for out, _ in outs)  # both got the trained model
+    waited = [out for out, _ in outs if "waiting for it to finish" in out]
+    assert len(waited) == 1
+    assert (isolated_cache / "zoo").is_dir() and not list((isolated_cache / "zoo").glob("*.tmp"))
+
+
+def test_saved_files_are_readable_by_others_as_the_umask_allows(isolated_cache):
+    import os
+    import stat
+
+    zoo.register(zoo.Recipe("test-mode", "mode", build=_build, train=_train), overwrite=True)
+    old = os.umask(0o022)
+    try:
+        mode = stat.S_IMODE(zoo.save("test-mode", nn.Linear(3, 1), {"n_in": 3}).stat().st_mode)
+    finally:
+        os.umask(old)
+    assert mode == 0o644  # a learner sharing the folder can load it (mkstemp alone would give 0600)

@@ -1,7 +1,8 @@
 """Exercise checkers with hints: ``from labkit import checks; checks.check_softmax(my_softmax)``.
 
-``_core`` holds the pattern (``check_close``, ``check_true``, ``Case``); the other
-modules hold the checkers for each concept's exercises.
+``_core`` holds the pattern (``check_close``, ``check_true``, ``Case``, typical mistakes
+matched to their own hint) and the record of which exercises passed (``progress()``,
+``reset_progress()``); the other modules hold the checkers for each concept's exercises.
 """
 
 from ._core import *  # noqa: F401,F403

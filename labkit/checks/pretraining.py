@@ -118,16 +118,14 @@ def _accuracy_cases(seed: int = 0) -> list[Case]:
 def check_masked_accuracy(learner_fn: Callable) -> CheckResult:
     """Notebook 09: ``masked_accuracy(logits (B, T, V), labels (B, T)) -> float``, the fraction of
     positions with a label (not -100) where the arg-max of the logits is the label."""
-    cases = _accuracy_cases()
     hint = ("Hint: keep only the positions where labels != -100 (a boolean mask), compare logits.argmax(-1) "
             "with the labels there, and take the mean of the matches as a float.")
-    try:  # a sharper hint for the usual mistake
-        logits, labels = cases[-1].args
-        got = float(learner_fn(logits, labels))
-        everywhere = (logits.argmax(-1) == labels).float().mean().item()
-        if abs(got - everywhere) < 1e-6:
-            hint = ("Hint: you averaged over ALL positions; positions whose label is -100 were not masked and "
-                    "must not count: select labels != -100 first. " + hint[6:])
-    except Exception:
-        pass  # check_close reports the error itself
-    return check_close("masked_accuracy", learner_fn, _masked_accuracy_ref, cases, hint=hint, atol=1e-6)
+    mistakes = [
+        (lambda logits, labels: (logits.argmax(-1) == labels).float().mean().item(),
+         "Hint: you averaged over ALL positions; positions whose label is -100 were not masked and must not "
+         "count: select labels != -100 first, then average the matches there."),
+        (lambda logits, labels: (logits.argmax(-1) == labels)[labels != -100].float().sum().item(),
+         "Hint: that is the NUMBER of correct predictions; divide by the number of labelled positions (.mean())."),
+    ]
+    return check_close("masked_accuracy", learner_fn, _masked_accuracy_ref, _accuracy_cases(), hint=hint,
+                       atol=1e-6, mistakes=mistakes)

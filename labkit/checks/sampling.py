@@ -2,8 +2,10 @@
 
 A filtered logit must be ``-inf`` (so that softmax gives it probability exactly 0), so
 the filter checkers compare *which* entries survive and their values separately,
-and name the typical mistake (0 instead of -inf, k+1 survivors, the token that
-crosses p left out) rather than only a largest difference.
+and say what differs (0 instead of -inf, k-1 survivors, the wrong ones) rather than
+only a largest difference; a learner's answer that matches a typical mistake (the
+token that crosses p left out, a top-k of the whole batch...) gets that mistake's
+hint (``labkit.checks._core.matching_mistake``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._core import Case, CheckResult, check_close, check_true
+from ._core import Case, CheckResult, Mistake, check_close, check_true, matching_mistake
 
 __all__ = ["check_top_k_filter", "check_top_p_filter", "check_perplexity"]
 
@@ -67,7 +69,9 @@ def _filter_problem(got, want: torch.Tensor, logits: torch.Tensor, before: torch
 
 
 def _check_filter(name: str, learner_fn: Callable, reference_fn: Callable, cases: list[Case],
-                  hint: str) -> CheckResult:
+                  hint: str, mistakes: list[Mistake]) -> CheckResult:
+    hint = matching_mistake(learner_fn, cases, mistakes, atol=1e-6, rtol=1e-5) or hint
+
     def condition():
         for case in cases:
             logits, arg = case.args
@@ -91,6 +95,25 @@ def _top_k_cases() -> list[Case]:
     return [Case(f"logits of shape {tuple(x.shape)}, k={k}", (x, k)) for x, k in ks]
 
 
+def _kth_largest(logits, k):
+    return torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1)
+
+
+_TOP_K_MISTAKES = [
+    (lambda logits, k: logits.masked_fill(logits < _kth_largest(logits, k), 0.0),
+     "Hint: a logit of 0 is not filtered out (softmax gives it e^0/Z > 0): masked_fill the dropped entries "
+     "with float('-inf')."),
+    (lambda logits, k: logits.masked_fill(logits <= _kth_largest(logits, k), float("-inf")),
+     "Hint: `<=` drops the k-th largest logit too, leaving k-1 survivors: drop only the entries strictly "
+     "below it (`logits < kth`)."),
+    (lambda logits, k: logits.masked_fill(logits < torch.topk(logits.flatten(), k).values[-1], float("-inf")),
+     "Hint: that is the top k of the whole tensor, flattened: each row needs its own top k, so call "
+     "torch.topk(logits, k, dim=-1) and keep the row's k-th value with [..., -1:]."),
+    (lambda logits, k: logits.masked_fill(logits > -torch.topk(-logits, k, dim=-1).values[..., -1:], float("-inf")),
+     "Hint: those are the k SMALLEST logits: top-k keeps the largest (torch.topk's default, largest=True)."),
+]
+
+
 def check_top_k_filter(learner_fn: Callable) -> CheckResult:
     """Notebook 08: ``top_k_filter(logits, k)`` keeps the ``k`` largest logits along the last
     dimension and sets every other entry to ``-inf``; same shape as ``logits``."""
@@ -107,6 +130,7 @@ def check_top_k_filter(learner_fn: Callable) -> CheckResult:
             "float('-inf') (masked_fill). Work along the LAST dimension "
             "so that a batch of rows is filtered row by row."
         ),
+        mistakes=_TOP_K_MISTAKES,
     )
 
 
@@ -117,6 +141,28 @@ def _top_p_cases() -> list[Case]:
     rows = _logit_cases(seed=81)
     ps = [(rows[0], 0.5), (rows[0], 0.01), (rows[1], 0.9), (rows[1], 0.95), (rows[2], 0.75)]
     return [Case(f"logits of shape {tuple(x.shape)}, p={p}", (x, p)) for x, p in ps]
+
+
+def _top_p_variant(logits, p, crossing_kept=True, unsort=True):
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = F.softmax(sorted_logits, dim=-1)
+    drop_sorted = (probs.cumsum(-1) - probs >= p) if crossing_kept else (probs.cumsum(-1) > p)
+    if unsort:
+        drop_sorted = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop_sorted, float("-inf"))
+
+
+_TOP_P_MISTAKES = [
+    (lambda logits, p: _top_p_variant(logits, p, crossing_kept=False),
+     "Hint: you dropped the token whose probability carries the total past p; the nucleus includes it: "
+     "decide on the mass BEFORE each token (cumsum - probs), not the cumulative sum that includes it."),
+    (lambda logits, p: _top_p_variant(logits, p, unsort=False),
+     "Hint: the keep/drop decisions are in SORTED order; map them back to the vocabulary order with the sort "
+     "indices (drop_sorted.scatter(-1, sorted_idx, drop_sorted)) before masking the logits."),
+    (lambda logits, p: _top_p_variant(logits, p, crossing_kept=False, unsort=False),
+     "Hint: two slips: the decisions stay in sorted order (scatter them back with the sort indices), and the "
+     "token that crosses p must be kept (compare cumsum - probs with p)."),
+]
 
 
 def check_top_p_filter(learner_fn: Callable) -> CheckResult:
@@ -135,6 +181,7 @@ def check_top_p_filter(learner_fn: Callable) -> CheckResult:
             "token that crosses p is kept and the top token always is. Map the decision back to the original "
             "order (scatter with the sort indices) and fill the others with float('-inf')."
         ),
+        mistakes=_TOP_P_MISTAKES,
     )
 
 
@@ -161,11 +208,26 @@ def _perplexity_cases() -> list[Case]:
 def check_perplexity(learner_fn: Callable) -> CheckResult:
     """Notebook 08: ``perplexity(logits, targets)`` = exp(mean next-token cross-entropy in nats)
     for logits (B, T, V) and targets (B, T), as a Python float or a 0-dim tensor."""
+    def flat_ce(logits, targets, **kw):
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), **kw)
+
+    mistakes = [
+        (lambda lg, t: torch.exp(flat_ce(lg, t, reduction="sum")),
+         "Hint: exp of the SUMMED loss grows with the number of tokens: average the losses (F.cross_entropy's "
+         "default reduction='mean') and exponentiate that."),
+        (lambda lg, t: 2 ** flat_ce(lg, t),
+         "Hint: F.cross_entropy measures in nats (natural log), so its perplexity is e**loss (torch.exp); "
+         "2**loss mixes a base-2 power with a base-e loss."),
+        (lambda lg, t: torch.exp(-lg.gather(-1, t.unsqueeze(-1)).mean()),
+         "Hint: a raw logit is not a log-probability: take log_softmax over the vocabulary first (F.cross_entropy "
+         "does it for you), then the target's -log p."),
+    ]
     return check_close(
         "perplexity",
         learner_fn,
         _perplexity_reference,
         _perplexity_cases(),
+        mistakes=mistakes,
         hint=(
             "Hint: flatten to (B*T, V) and (B*T,), take F.cross_entropy (it applies log-softmax and averages "
             "over all B*T predictions), then exp of that MEAN, not of the sum; use the natural exp/log "

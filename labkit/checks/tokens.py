@@ -38,17 +38,32 @@ def check_char_tokenizer(learner_fn: Callable) -> CheckResult:
         cases.append(Case(f"encode({s!r}) after build_char_tokenizer({text!r})", (text, s, "encode")))
         cases.append(Case(f"decode(ids of {s!r}) after build_char_tokenizer({text!r})", (text, s, "decode")))
 
-    def learner(text, s, which):
-        encode, decode = learner_fn(text)
-        if which == "encode":
-            return encode(s)
-        return decode(_char_reference(text, s, "encode"))
+    def run(build):  # one case: build the tokenizer from text, then encode s or decode its ids
+        def case(text, s, which):
+            encode, decode = build(text)
+            return encode(s) if which == "encode" else decode(_char_reference(text, s, "encode"))
+        return case
 
+    def first_seen(text):  # ids in the order characters first appear
+        chars = list(dict.fromkeys(text))
+        return (lambda s: [chars.index(c) for c in s]), (lambda ids: "".join(chars[i] for i in ids))
+
+    def list_decode(text):
+        chars = sorted(set(text))
+        return (lambda s: [chars.index(c) for c in s]), (lambda ids: [chars[i] for i in ids])
+
+    mistakes = [
+        (run(first_seen), "Hint: your ids follow the order in which characters first appear in the text; the "
+                          "vocabulary must be sorted so that it does not depend on that order: sorted(set(text))."),
+        (run(list_decode), "Hint: decode returns a list of characters; join them into one string with "
+                           "''.join(...)."),
+    ]
     return check_close(
         "build_char_tokenizer",
-        learner,
+        run(learner_fn),
         _char_reference,
         cases,
+        mistakes=mistakes,
         hint=(
             "Hint: the vocabulary is sorted(set(text)) (a bare set has no fixed order, so the ids would differ), "
             "stoi maps each character to its position in that list, encode returns a list of ints, and decode "
@@ -73,11 +88,23 @@ def _embedding_cases() -> list[Case]:
 
 def check_embedding_lookup(learner_fn: Callable) -> CheckResult:
     """Notebook 01: ``embedding_lookup(ids, weight)`` = one_hot(ids) @ weight, shape ids.shape + (d_model,)."""
+    mistakes = [
+        (lambda ids, w: F.one_hot(ids).float() @ w,
+         "Hint: F.one_hot(ids) alone is only max(ids)+1 columns wide; pass num_classes=weight.shape[0] so that "
+         "it has one column per row of weight."),
+        (lambda ids, w: F.one_hot(ids, w.shape[0]) @ w,
+         "Hint: F.one_hot gives integers (int64) and matmul will not mix them with float weights: convert it "
+         "with .float() (or .to(weight.dtype)) first."),
+        (lambda ids, w: F.one_hot(ids, w.shape[1]).float() @ w.T,
+         "Hint: the embedding of id i is ROW i of weight (vocab_size, d_model): one_hot(ids, vocab_size) @ "
+         "weight, with no transpose."),
+    ]
     return check_close(
         "embedding_lookup",
         learner_fn,
         lambda ids, weight: F.embedding(ids, weight),
         _embedding_cases(),
+        mistakes=mistakes,
         hint=(
             "Hint: F.one_hot(ids, num_classes=weight.shape[0]) gives (..., vocab_size) — pass num_classes, or the "
             "width is only max(ids)+1 — then convert it to float (.float() or .to(weight.dtype)) before the "
@@ -110,15 +137,33 @@ def check_nearest_neighbours(learner_fn: Callable) -> CheckResult:
     """Notebook 01: ``nearest_neighbours(E, i, k)``: ids of the k rows of E most cosine-similar to row i
     (excluding i itself), most similar first, as a LongTensor of shape (k,)."""
 
-    def learner(E, i, k):
-        out = learner_fn(E.clone(), i, k)
-        return torch.as_tensor(out).long() if not isinstance(out, torch.Tensor) else out
+    def as_ids(fn):
+        def ids(E, i, k):
+            out = fn(E, i, k)
+            return torch.as_tensor(out).long() if not isinstance(out, torch.Tensor) else out
+        return ids
 
+    def dot_product(E, i, k):
+        sims = E @ E[i]
+        sims[i] = float("-inf")
+        return sims.topk(k).indices
+
+    def with_itself(E, i, k):
+        En = E / E.norm(dim=1, keepdim=True)
+        return (En @ En[i]).topk(k).indices
+
+    mistakes = [
+        (dot_product, "Hint: you ranked by the raw dot product, which favours long rows; cosine similarity "
+                      "normalises every row first (E / E.norm(dim=1, keepdim=True), or F.normalize(E, dim=1))."),
+        (with_itself, "Hint: row i is its own nearest neighbour (cosine 1): exclude it before topk, e.g. by "
+                      "setting its similarity to -inf."),
+    ]
     return check_close(
         "nearest_neighbours",
-        learner,
+        as_ids(learner_fn),
         _nearest_reference,
         _nearest_cases(),
+        mistakes=mistakes,
         hint=(
             "Hint: cosine similarity divides the dot product by BOTH norms (normalise every row of E first), "
             "otherwise long rows win; leave row i itself out (e.g. set its similarity to -inf) and return "

@@ -1,8 +1,8 @@
 """A BERT (bidirectional transformer encoder with a masked-LM head), read top to bottom.
 
-Order: config -> embeddings -> self-attention -> feed-forward -> block -> MLM head
--> pooler -> BERT, then ``mask_tokens``, the 80/10/10 masking that makes the
-training data. The architecture is the original BERT's (post-norm blocks, exact
+Order: config -> embeddings -> self-attention -> block (with ``labkit.layers.FeedForward``)
+-> MLM head -> pooler -> BERT, then ``mlm_loss`` and ``mask_tokens``, the 80/10/10
+masking that makes the training data. The architecture is the original BERT's (post-norm blocks, exact
 erf GELU, output layer tied to the word embeddings), so ``BERT.from_hf`` copies a
 Hugging Face ``BertForMaskedLM`` (or ``BertForPreTraining`` / ``BertModel``) and
 gives the same numbers.
@@ -13,6 +13,10 @@ first element is the MLM logits (B, T, V); it also carries ``loss``,
 with ``return_attn=True``, ``attentions``: one (B, n_head, T, T) tensor per
 layer (rows are queries; padded keys get weight 0; taken before dropout), the
 format bertviz's ``head_view`` expects after ``[a for a in out.attentions]``.
+``return_attn`` is ``labkit.attention.capture_attention(model)`` underneath (keys
+``"blocks.0.attn"``, ...). ``model.encode(input_ids, attention_mask)`` gives the
+hidden states alone: the masked-LM loss (``mlm_loss``), pooling and fine-tuning
+heads build on it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BERTConfig", "BERT", "BERTOutput", "mask_tokens"]
+from labkit.attention import capture_attention, is_capturing, record_attention
+from labkit.layers import FeedForward, normal_init
+
+__all__ = ["BERTConfig", "BERT", "BERTOutput", "mask_tokens", "mlm_loss"]
 
 
 @dataclass
@@ -81,6 +88,8 @@ class Embeddings(nn.Module):
 class SelfAttention(nn.Module):
     """Bidirectional multi-head attention; padded keys (attention_mask == 0) are masked out."""
 
+    captures_attention = True  # labkit.attention.capture_attention collects its weights
+
     def __init__(self, config: BERTConfig):
         super().__init__()
         self.n_head = config.n_head
@@ -99,26 +108,17 @@ class SelfAttention(nn.Module):
         k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         att = None
-        if self.fused and not return_attn:
+        if self.fused and not return_attn and not is_capturing(self):
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)  # (B, nh, T, hs)
         else:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, T)
             att = att.masked_fill(~keep, torch.finfo(att.dtype).min)  # padded keys get weight 0
             att = F.softmax(att, dim=-1)
+            record_attention(self, att)  # for capture_attention, if one is listening
             y = self.attn_dropout(att) @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.out(y), att
-
-
-class FeedForward(nn.Module):
-    def __init__(self, config: BERTConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(config.d_model, config.d_ff)
-        self.fc2 = nn.Linear(config.d_ff, config.d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))  # exact (erf) GELU, as BERT
 
 
 class Block(nn.Module):
@@ -128,9 +128,16 @@ class Block(nn.Module):
         super().__init__()
         self.attn = SelfAttention(config)
         self.ln_1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.ffn = FeedForward(config)
+        self.ffn = FeedForward(config.d_model, config.d_ff, activation="gelu")  # exact (erf) GELU, as BERT
         self.ln_2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints saved before the shared FeedForward named its layers fc1/fc2 (bert-english v1 in a cache)
+        for old, new in (("ffn.fc1.", "ffn.linear1."), ("ffn.fc2.", "ffn.linear2.")):
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor, return_attn: bool = False):
         a, att = self.attn(x, keep, return_attn)
@@ -178,12 +185,22 @@ class BERT(nn.Module):
         with torch.no_grad():
             self.embeddings.word.weight[config.pad_token_id].zero_()
 
-    @staticmethod
-    def _init_weights(module: nn.Module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    _init_weights = staticmethod(normal_init)  # N(0, 0.02^2) weights, zero biases (labkit.layers.normal_init)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, T); attention_mask (B, T) with 1 = token, 0 = padding -> the last encoder
+        layer's hidden states (B, T, d_model)."""
+        B, T = input_ids.size()
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        keep = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T): broadcast over heads and queries
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, d)
+        for block in self.blocks:
+            x, _ = block(x, keep)
+        return x
 
     def forward(
         self,
@@ -195,22 +212,17 @@ class BERT(nn.Module):
     ) -> BERTOutput:
         """input_ids (B, T); attention_mask (B, T) with 1 = token, 0 = padding; labels (B, T)
         with -100 where no loss is wanted. Returns ``BERTOutput(logits, loss, hidden_states, pooled, attentions)``."""
-        B, T = input_ids.size()
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        keep = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T): broadcast over heads and queries
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, d)
-        attns = []
-        for block in self.blocks:
-            x, att = block(x, keep, return_attn)
-            attns.append(att)
+        if return_attn:
+            with capture_attention(self) as attn:
+                out = self.forward(input_ids, attention_mask, labels, token_type_ids)
+            return out._replace(attentions=attn.layers())
+        x = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, d)
         logits = self.mlm(x)  # (B, T, V)
         loss = None
         if labels is not None:
+            B, T = input_ids.size()
             loss = F.cross_entropy(logits.view(B * T, -1), labels.reshape(B * T), ignore_index=-100)
-        return BERTOutput(logits, loss, x, self.pooler(x), attns if return_attn else None)
+        return BERTOutput(logits, loss, x, self.pooler(x), None)
 
     def num_params(self) -> int:
         """Number of parameters (the tied word-embedding matrix counts once)."""
@@ -245,7 +257,7 @@ class BERT(nn.Module):
             pairs += [
                 (ours.attn.query, a.self.query), (ours.attn.key, a.self.key), (ours.attn.value, a.self.value),
                 (ours.attn.out, a.output.dense), (ours.ln_1, a.output.LayerNorm),
-                (ours.ffn.fc1, theirs.intermediate.dense), (ours.ffn.fc2, theirs.output.dense),
+                (ours.ffn.linear1, theirs.intermediate.dense), (ours.ffn.linear2, theirs.output.dense),
                 (ours.ln_2, theirs.output.LayerNorm),
             ]  # fmt: skip
         if getattr(bert, "pooler", None) is not None:
@@ -264,6 +276,16 @@ class BERT(nn.Module):
                 bias = head.decoder.bias if head.decoder.bias is not None else head.bias  # what HF adds
                 model.mlm.bias.copy_(bias)
         return model
+
+
+def mlm_loss(model: BERT, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits at the labelled positions (N, V)): ``model(input_ids, attention_mask, labels).loss``,
+    with the output layer applied only where ``labels != -100`` (most of the cost of a step, on a CPU)."""
+    x = model.encode(input_ids, attention_mask)  # (B, T, d)
+    chosen = labels != -100  # (B, T)
+    logits = model.mlm(x[chosen])  # (N, V): only the positions with a label
+    return F.cross_entropy(logits, labels[chosen]), logits
 
 
 def mask_tokens(

@@ -11,24 +11,34 @@ Attention has two paths chosen by ``GPTConfig.fused_attention``: the explicit
 masked softmax (to read and to visualise) and ``F.scaled_dot_product_attention``
 (to be fast). They compute the same function.
 
-Attention weights for visualisation: ``logits, loss, attn = model(idx, return_attn=True)``
-gives ``attn``, a list with one (B, n_head, T, T) tensor per layer (rows are
-queries, columns keys, each row sums to 1; taken before dropout). Asking for
-them uses the explicit path for that call, whatever ``fused_attention`` says.
+``model(idx, targets)`` returns ``GPTOutput(logits, loss)``, a named tuple, so
+``logits, loss = model(x, y)`` and ``model(x, y).loss`` both work; ``model.encode(idx)``
+gives the last hidden states (after ``ln_f``), for heads of one's own.
+
+Attention weights for visualisation: ``labkit.attention.capture_attention(model)``
+(keys ``"transformer.h.0.attn"``, ...), or ``logits, loss, attn = model(idx,
+return_attn=True)``, built on it: ``attn`` is a list with one (B, n_head, T, T)
+tensor per layer (rows are queries, columns keys, each row sums to 1; taken
+before dropout). Asking for them uses the explicit path for that call, whatever
+``fused_attention`` says.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from labkit.attention import capture_attention, is_capturing, record_attention
 from labkit.generate import sample_next
+from labkit.layers import RotaryEmbedding, normal_init
+from labkit.optim import decay_groups
 
-__all__ = ["GPTConfig", "GPT", "CausalSelfAttention", "MLP", "Block", "Rotary", "ReLUSquared"]
+__all__ = ["GPTConfig", "GPT", "GPTOutput", "CausalSelfAttention", "MLP", "Block", "Rotary", "ReLUSquared"]
 
 
 @dataclass
@@ -65,27 +75,17 @@ class GPTConfig:
         return cls(**kw)
 
 
-class Rotary(nn.Module):
-    """Rotary position embedding (RoPE, Su et al. 2021), "rotate half" layout as in GPT-NeoX/Llama.
+class GPTOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V) next-token scores
+    loss: torch.Tensor | None  # mean cross-entropy against ``targets`` (None without targets)
 
-    Rotates each (i, i + hs/2) pair of a query/key by the angle ``pos * base**(-2i/hs)``,
-    so that q.k depends only on the distance between positions.
-    """
+
+class Rotary(RotaryEmbedding):
+    """Rotary position embedding (RoPE, Su et al. 2021), "rotate half" layout as in GPT-NeoX/Llama:
+    ``labkit.layers.RotaryEmbedding`` with nanoGPT's argument names (head_size, block_size)."""
 
     def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
-        super().__init__()
-        inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size)  # (hs/2,)
-        angles = torch.outer(torch.arange(block_size).float(), inv_freq)  # (block_size, hs/2)
-        self.register_buffer("cos", torch.cat((angles, angles), dim=-1).cos(), persistent=False)  # (block_size, hs)
-        # rotate_half(x) * sin = cat(-x2, x1) * sin = cat(x2, x1) * cat(-sin, sin): the sign lives in the table
-        self.register_buffer("sin", torch.cat((-angles, angles), dim=-1).sin(), persistent=False)  # (block_size, hs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.size(-2)  # x: (B, nh, T, hs)
-        x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-        swapped = torch.cat((x2, x1), dim=-1)  # (B, nh, T, hs)
-        # x * cos + rotate_half(x) * sin, with the add fused into the multiply (one pass fewer on a CPU)
-        return torch.addcmul(x * self.cos[:T].to(x.dtype), swapped, self.sin[:T].to(x.dtype))
+        super().__init__(head_size, block_size, base)
 
 
 class ReLUSquared(torch.autograd.Function):
@@ -105,6 +105,8 @@ class ReLUSquared(torch.autograd.Function):
 
 
 class CausalSelfAttention(nn.Module):
+    captures_attention = True  # labkit.attention.capture_attention collects its weights
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
@@ -129,13 +131,14 @@ class CausalSelfAttention(nn.Module):
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         att = None
-        if self.fused and not return_attn:
+        if self.fused and not return_attn and not is_capturing(self):
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
         else:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, T)
             att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))  # no peeking ahead
             att = F.softmax(att, dim=-1)  # each query's weights over keys sum to 1
+            record_attention(self, att)  # for capture_attention, if one is listening
             y = self.attn_dropout(att) @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y)), att
@@ -194,16 +197,10 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    @staticmethod
-    def _init_weights(module: nn.Module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    _init_weights = staticmethod(normal_init)  # N(0, 0.02^2) weights, zero biases (labkit.layers.normal_init)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attn: bool = False):
-        """idx (B, T) token ids -> (logits (B, T, V), loss or None); with ``return_attn`` also a
-        list of per-layer attention weights (B, n_head, T, T). ``targets`` (B, T): -100 is ignored."""
+    def encode(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) token ids -> the last hidden states (B, T, n_embd), after the final LayerNorm ``ln_f``."""
         B, T = idx.size()
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
@@ -211,16 +208,24 @@ class GPT(nn.Module):
         if self.config.pos_emb == "learned":
             x = x + self.transformer.wpe(torch.arange(T, device=idx.device))  # (B, T, C) + (T, C)
         x = self.transformer.drop(x)
-        attns = []
         for block in self.transformer.h:
-            x, att = block(x, return_attn)
-            attns.append(att)
-        x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, V)
+            x, _ = block(x)
+        return self.transformer.ln_f(x)  # (B, T, C)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attn: bool = False):
+        """idx (B, T) token ids -> ``GPTOutput(logits (B, T, V), loss or None)``; ``targets`` (B, T): -100 is
+        ignored. With ``return_attn``: the plain tuple (logits, loss, attn), attn a list of per-layer
+        attention weights (B, n_head, T, T) (``labkit.attention.capture_attention`` underneath)."""
+        if return_attn:
+            with capture_attention(self) as attn:
+                logits, loss = self.forward(idx, targets)
+            return logits, loss, attn.layers()
+        logits = self.lm_head(self.encode(idx))  # (B, T, V)
         loss = None
         if targets is not None:
+            B, T = idx.size()
             loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-100)
-        return (logits, loss, attns) if return_attn else (logits, loss)
+        return GPTOutput(logits, loss)
 
     @torch.no_grad()
     def generate(
@@ -239,7 +244,7 @@ class GPT(nn.Module):
         """
         for _ in range(max_new_tokens):
             idx_cond = idx[:, -self.config.block_size :]  # (B, <=block_size)
-            logits, _ = self(idx_cond)  # (B, T, V)
+            logits = self(idx_cond).logits  # (B, T, V)
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat((idx, next_id), dim=1)  # (B, T+1)
         return idx
@@ -259,12 +264,9 @@ class GPT(nn.Module):
     def configure_optimizers(
         self, weight_decay: float = 0.1, learning_rate: float = 6e-4, betas: tuple[float, float] = (0.9, 0.95)
     ) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices (>= 2-D) only, not on biases and LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        """AdamW with weight decay on matrices (>= 2-D) only, not on biases and LayerNorm gains
+        (nanoGPT's name for ``labkit.optim.decay_groups`` in an AdamW)."""
+        groups = decay_groups((p for p in self.parameters() if p.requires_grad), weight_decay)
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
 
     # ------------------------------------------------------------------------

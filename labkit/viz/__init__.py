@@ -1,4 +1,5 @@
-"""Visualisation helpers: matplotlib plots, bertviz views that work offline, widgets."""
+"""Visualisation helpers: matplotlib plots (``plots``) and bertviz's head and model views that also
+work offline (``bertviz``). The interactive widgets live in the notebooks that use them."""
 
 from .plots import attention_heatmap, heatmap, image_grid, loss_curves
 

@@ -271,13 +271,19 @@ def _prepare(attention, tokens, sentence_b_start, layers, heads, max_tokens, bat
     return data, layers, heads, n_heads
 
 
+# The attention numbers sit between these two JS comments, and nothing else does: a notebook test that
+# compares saved outputs can mask exactly them (tests/nbval_sanitize.cfg), since the weights of a trained
+# model differ in their last digits from one CPU to another, while the rest of the view stays compared.
+ATTN_START, ATTN_END = "/*labkit-attention*/", "/*end-attention*/"
+
+
 def _params_js(params: dict, data: list[dict]) -> str:
-    # the attention arrays go in as compact JS literals, the rest as JSON
+    # the attention arrays go in as compact JS literals, between the markers; the rest as JSON
     params = dict(params)
     params["attention"] = [dict(d, attn=f"@@ATTN{i}@@") for i, d in enumerate(data)]
     js = _json(params)
     for i, d in enumerate(data):
-        js = js.replace(f'"@@ATTN{i}@@"', _array_js(d["attn"]), 1)
+        js = js.replace(f'"@@ATTN{i}@@"', ATTN_START + _array_js(d["attn"]) + ATTN_END, 1)
     return js
 
 

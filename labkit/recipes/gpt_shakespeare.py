@@ -1,4 +1,4 @@
-"""Training recipes for the zoo's models, and the pieces they share with ``benchmarks/``.
+"""The zoo's ``gpt-shakespeare``: its recipes, data, build, train and register, shared with ``benchmarks/``.
 
 ``gpt-shakespeare`` is a character-level GPT trained on Tiny Shakespeare with the
 lab's fast CPU recipe (``LAB``): rotary positions, a squared-ReLU MLP, and the
@@ -12,6 +12,11 @@ benchmark train the same way:
     model = build_model(LAB, tok.vocab_size)
     result = train_lm(model, train_data, LAB)
     evaluate_lm(model, val_data, LAB.block_size)  # mean loss over the whole split
+
+``train_lm`` is ``labkit.train.train`` with ``train_config(recipe)``, the recipe's
+optimizer (``build_optimizer``: ``labkit.optim.MuonAdamW`` or AdamW) and seeded
+random windows (``batches``); a notebook can call the same pieces with its own
+evaluation and callbacks and get the very same weights.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .data import random_windows, read_text, train_val_split
-from .models.gpt import GPT, GPTConfig
-from .tokenizers import CharTokenizer
-from .train import TrainConfig, decay_groups, make_optimizer, train
+from ..data import random_windows, read_text, train_val_split
+from ..models.gpt import GPT, GPTConfig
+from ..optim import MuonAdamW, decay_groups, split_params
+from ..tokenizers import CharTokenizer
+from ..train import History, TrainConfig, make_optimizer, train
 
 __all__ = ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "gpt_config", "build_model",
-           "split_params", "MuonAdamW", "build_optimizer", "TrainResult", "train_lm", "evaluate_lm",
-           "build_gpt_shakespeare", "train_gpt_shakespeare", "register_all"]
+           "split_params", "MuonAdamW", "build_optimizer", "train_config", "batches", "TrainResult", "train_lm",
+           "evaluate_lm", "zoo_meta", "build_gpt_shakespeare", "train_gpt_shakespeare", "register"]
 
 
 # --- the recipes ------------------------------------------------------------------
@@ -124,54 +130,7 @@ def build_model(recipe: LMRecipe, vocab_size: int) -> GPT:
     return model
 
 
-# --- the optimizer ------------------------------------------------------------------
-
-def split_params(model: nn.Module, blocks: nn.Module | None = None) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(Muon's, AdamW's): the 2-D weight matrices inside the transformer blocks go to Muon;
-    the embeddings, the output layer, every norm gain and every bias go to AdamW. ``blocks`` is
-    the stack of blocks (default: a GPT's ``model.transformer.h``; a BERT passes ``model.blocks``)."""
-    blocks = model.transformer.h if blocks is None else blocks
-    in_blocks = {id(p) for p in blocks.parameters()}
-    params = [p for p in model.parameters() if p.requires_grad]  # a tied matrix appears once
-    muon = [p for p in params if id(p) in in_blocks and p.dim() == 2]
-    chosen = {id(p) for p in muon}
-    return muon, [p for p in params if id(p) not in chosen]
-
-
-class MuonAdamW(torch.optim.Optimizer):
-    """``torch.optim.Muon`` on some parameters and ``torch.optim.AdamW`` on the others, as one optimizer.
-
-    ``param_groups`` is the AdamW groups then the Muon group, the very dicts the two inner
-    optimizers use, so an LR scheduler (``LambdaLR``, ``labkit.train``) that scales every
-    group's ``lr`` scales both with one schedule, each from its own peak.
-    """
-
-    def __init__(self, muon_params, adamw_groups, muon_lr: float = 0.02, adamw_lr: float = 3e-3,
-                 betas: tuple[float, float] = (0.9, 0.95), muon_momentum: float = 0.95,
-                 muon_weight_decay: float = 0.0):
-        self.adamw = torch.optim.AdamW(adamw_groups, lr=adamw_lr, betas=betas)
-        self.muon = torch.optim.Muon(muon_params, lr=muon_lr, momentum=muon_momentum,
-                                     weight_decay=muon_weight_decay, adjust_lr_fn="original")
-        super().__init__(self.adamw.param_groups + self.muon.param_groups, defaults={})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self.adamw.step()
-        self.muon.step()
-        return loss
-
-    def state_dict(self) -> dict:
-        return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.adamw.load_state_dict(state_dict["adamw"])
-        self.muon.load_state_dict(state_dict["muon"])
-        self.param_groups = self.adamw.param_groups + self.muon.param_groups  # loading made new dicts
-
+# --- the optimizer (MuonAdamW and split_params live in labkit.optim) -------------------
 
 def build_optimizer(model: GPT, recipe: LMRecipe) -> torch.optim.Optimizer:
     """AdamW on everything (``optimizer="adamw"``, as nanoGPT) or MuonAdamW (``"muon"``).
@@ -207,8 +166,24 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-class _OutOfTime(Exception):
-    pass
+def train_config(recipe: LMRecipe, max_seconds: float | None = None, progress: bool = True,
+                 eval_every: int = 0, log_every: int = 10) -> TrainConfig:
+    """The ``labkit.train.TrainConfig`` that ``recipe`` describes: its steps, warmup-cosine schedule,
+    clipping and AdamW settings. ``max_seconds`` is a wall-time budget (the schedule stays laid out
+    over ``recipe.steps``); ``eval_every`` 0 evaluates only at the end."""
+    return TrainConfig(
+        max_steps=recipe.steps, lr=recipe.lr, min_lr_ratio=recipe.min_lr_ratio,
+        warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay, betas=recipe.betas,
+        grad_clip=recipe.grad_clip, eval_every=eval_every, log_every=log_every, progress=progress,
+        desc=f"training ({recipe.optimizer})", max_seconds=max_seconds,
+    )  # fmt: skip
+
+
+def batches(train_data: torch.Tensor, recipe: LMRecipe) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """``get_batch(step)`` for ``labkit.train``: random windows (x, y) of ``train_data``, (batch_size,
+    block_size) each, in an order fixed by ``recipe.seed`` alone (evaluation or sampling cannot change it)."""
+    gen = torch.Generator().manual_seed(recipe.seed)
+    return lambda step: random_windows(train_data, recipe.block_size, recipe.batch_size, gen)
 
 
 def train_lm(model: GPT, train_data: torch.Tensor, recipe: LMRecipe, max_seconds: float | None = None,
@@ -217,49 +192,31 @@ def train_lm(model: GPT, train_data: torch.Tensor, recipe: LMRecipe, max_seconds
     """Train ``model`` on random windows of ``train_data`` with ``labkit.train`` and the recipe's
     optimizer and warmup-cosine schedule. ``max_seconds`` stops the loop early (the schedule is
     still laid out over ``recipe.steps``). ``log(line)`` gets a progress line every ``log_every`` steps."""
-    gen = torch.Generator().manual_seed(recipe.seed)
-    done, t0 = [0], time.perf_counter()
+    t0 = time.perf_counter()
 
-    def get_batch(step: int):
-        if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
-            raise _OutOfTime
-        done[0] = step
-        return random_windows(train_data, recipe.block_size, recipe.batch_size, gen)
-
-    def report(step: int, model: nn.Module, history) -> None:
-        if log is not None:
+    def report(step: int, model: nn.Module, history: History) -> None:
+        if step % log_every == 0:
             s = time.perf_counter() - t0
             tps = step * recipe.batch_size * recipe.block_size / s
             log(f"step {step:5d}/{recipe.steps}  train loss {history.train_loss[-1]:.4f}  "
                 f"lr {history.lr[-1]:.2e}  {s:6.1f} s  {tps:,.0f} tok/s")
 
-    config = TrainConfig(
-        max_steps=recipe.steps, lr=recipe.lr, min_lr_ratio=recipe.min_lr_ratio,
-        warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay, betas=recipe.betas,
-        grad_clip=recipe.grad_clip, eval_every=log_every if log is not None else 0,
-        log_every=10 if log_every % 10 == 0 else log_every,
-        progress=progress, desc=f"training ({recipe.optimizer})",
-    )  # fmt: skip
-    # eval_fn is a no-op: it is only there to make labkit.train call `report` every log_every steps
-    no_eval = (lambda m: {}) if log is not None else None
-    history = None
+    config = train_config(recipe, max_seconds, progress, log_every=10 if log_every % 10 == 0 else log_every)
     model.train()
-    try:
-        history = train(model, get_batch, config, eval_fn=no_eval, optimizer=build_optimizer(model, recipe),
-                        callback=report)
-        steps, stopped = recipe.steps, False
-    except _OutOfTime:
-        steps, stopped = done[0], True
+    history = train(model, batches(train_data, recipe), config, optimizer=build_optimizer(model, recipe),
+                    on_step=report if log is not None else None)
     seconds = time.perf_counter() - t0
     model.eval()
-    last = history.train_loss[-1] if history is not None and history.train_loss else None
-    return TrainResult(steps, seconds, steps * recipe.batch_size * recipe.block_size, last, stopped)
+    steps = history.completed_steps
+    last = history.train_loss[-1] if history.train_loss else None
+    return TrainResult(steps, seconds, steps * recipe.batch_size * recipe.block_size, last,
+                       history.stop_reason == "max_seconds")
 
 
 def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 256) -> float:
     """Mean next-token cross-entropy over every non-overlapping ``block_size`` window of ``data``
     (the whole split, each token predicted once): ``labkit.evaluate.lm_loss`` with bigger batches."""
-    from .evaluate import lm_loss
+    from ..evaluate import lm_loss
 
     return lm_loss(model, data, block_size, batch_size)
 
@@ -271,29 +228,33 @@ def build_gpt_shakespeare(meta: dict) -> GPT:
     return GPT(GPTConfig(**meta["config"]))
 
 
+def zoo_meta(model: GPT, tok: CharTokenizer, recipe: LMRecipe, val_data: torch.Tensor,
+             train_steps: int | None = None) -> dict:
+    """What the zoo saves with ``gpt-shakespeare`` (plain types, loadable with ``weights_only=True``): the
+    GPTConfig as a dict, the tokenizer's characters, the recipe, the whole-split val loss and the steps taken."""
+    recipe_dict = asdict(recipe)
+    recipe_dict["betas"] = list(recipe.betas)
+    return {"config": asdict(model.config), "chars": list(tok.chars), "recipe": recipe_dict,
+            "val_loss": evaluate_lm(model, val_data, recipe.block_size),
+            "train_steps": recipe.steps if train_steps is None else train_steps}
+
+
 def train_gpt_shakespeare(recipe: LMRecipe = LAB) -> tuple[GPT, dict]:
-    """Train the character-level Shakespeare GPT with the lab's recipe; ``meta`` holds the
-    GPTConfig as a dict, the tokenizer's characters, the recipe and the final val loss."""
+    """Train the character-level Shakespeare GPT with the lab's recipe; ``meta`` is ``zoo_meta``'s."""
     tok, train_data, val_data = shakespeare_data()
     model = build_model(recipe, tok.vocab_size)
     result = train_lm(model, train_data, recipe)
-    val_loss = evaluate_lm(model, val_data, recipe.block_size)
-    recipe_dict = asdict(recipe)
-    recipe_dict["betas"] = list(recipe.betas)
-    meta = {"config": asdict(model.config), "chars": list(tok.chars), "recipe": recipe_dict,
-            "val_loss": val_loss, "train_steps": result.steps}
-    return model, meta
+    return model, zoo_meta(model, tok, recipe, val_data, result.steps)
 
 
-def register_all() -> None:
-    """Register this module's recipes with ``labkit.zoo`` (safe to call more than once)."""
-    from . import zoo
+def register() -> None:
+    """Register ``gpt-shakespeare`` with ``labkit.zoo`` (safe to call more than once)."""
+    from .. import zoo
 
     zoo.register(zoo.Recipe(
         name="gpt-shakespeare",
         description="character-level GPT (3 layers, 2 heads, 128 wide, 64-character context) trained "
                     "on Tiny Shakespeare with the lab's fast CPU recipe (RoPE, ReLU^2, zero init, Muon)",
-        build="labkit.recipes:build_gpt_shakespeare", train="labkit.recipes:train_gpt_shakespeare",
+        build=f"{__name__}:build_gpt_shakespeare", train=f"{__name__}:train_gpt_shakespeare",
         version=2, minutes_cpu=1.5,
     ), overwrite=True)  # fmt: skip
-
