@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-MEASURED = re.compile(r"≈ ?[-+]?(\d[\d,]*(\.\d*)?|\.\d+)")
+MEASURED = re.compile(r"≈\s*[-+]?(\d[\d,]*(\.\d*)?|\.\d+)")
 
 
 def _text(output: dict) -> str:
