@@ -311,14 +311,15 @@ def pad_batch(seqs: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def length_grouped_batches(seqs: list[list[int]], batch_size: int, generator: torch.Generator,
-                           group: int = 16):
+def length_grouped_batches(seqs: list, batch_size: int, generator: torch.Generator,
+                           group: int = 16, length: Callable[[object], int] = len):
     """Endless random batches of ``seqs`` in which sentences have similar lengths, so that little
-    is padding: draw ``group`` batches' worth at random, sort them by length, cut them into
-    batches and hand those out in random order (Hugging Face's ``group_by_length``)."""
+    is padding: draw ``group`` batches' worth at random, sort them by ``length`` (of one item; for
+    (source, target) pairs e.g. ``lambda p: len(p[0]) + len(p[1])``), cut them into batches and
+    hand those out in random order (Hugging Face's ``group_by_length``)."""
     while True:
         idx = torch.randint(len(seqs), (group * batch_size,), generator=generator).tolist()
-        idx.sort(key=lambda i: len(seqs[i]))
+        idx.sort(key=lambda i: length(seqs[i]))
         chunks = [idx[j:j + batch_size] for j in range(0, len(idx), batch_size)]
         for c in torch.randperm(len(chunks), generator=generator).tolist():
             yield [seqs[i] for i in chunks[c]]

@@ -8,6 +8,10 @@ The sampling step is split into pieces a notebook can plot one at a time::
 and ``beam_search`` are the deterministic decoders; ``beam_search`` only needs a
 ``step_fn`` from prefixes to next-token log-probabilities, so the same code
 serves a decoder-only GPT and an encoder-decoder translation model.
+``batched_beam_search`` runs the same search for many sentences at once (one
+batch of every sentence's live beams per step); ``seq2seq_greedy`` and
+``seq2seq_beam_search`` decode a ``labkit.models.seq2seq.Seq2SeqTransformer``
+with it, running the encoder once per sentence and reusing its output.
 
 Filtered-out logits are set to ``-inf`` so that ``softmax`` gives them
 probability exactly 0.
@@ -16,7 +20,7 @@ probability exactly 0.
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +32,9 @@ __all__ = [
     "sample_next",
     "greedy",
     "beam_search",
+    "batched_beam_search",
+    "seq2seq_greedy",
+    "seq2seq_beam_search",
 ]
 
 
@@ -198,3 +205,168 @@ def beam_search(
         finished.append((seq[T0:], normalised(score, seq.numel() - T0)))
     finished.sort(key=lambda h: h[1], reverse=True)
     return finished[:beam_size]
+
+
+@torch.no_grad()
+def batched_beam_search(
+    step_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    n_sequences: int,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int,
+    max_len: int | Sequence[int],
+    length_penalty: float = 1.0,
+    device=None,
+) -> list[list[tuple[list[int], float]]]:
+    """Beam search for ``n_sequences`` sequences at once; per sequence up to ``beam_size`` ``(ids, score)``, best first.
+
+    ``step_fn(prefixes, rows)`` maps the live beams' prefixes (N, T), each starting with ``bos_id``, and
+    ``rows`` (N,), the sequence each beam belongs to (0..n_sequences-1), to next-token log-probs (N, V).
+    Every sequence follows exactly the rules of ``beam_search``: the 2k best extensions are scored, a
+    hypothesis that ends in ``eos_id`` is set aside with ``score = sum of log-probs / len(ids) **
+    length_penalty`` (``ids`` exclude ``bos_id`` and include ``eos_id``), and a sequence is done when it
+    has ``beam_size`` finished hypotheses and no live beam scores better, or after ``max_len`` tokens
+    (one int, or one per sequence). Done sequences leave the batch, so later steps get cheaper.
+    """
+    if isinstance(beam_size, bool) or not isinstance(beam_size, numbers.Integral) or beam_size < 1:
+        raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+    limits = [int(max_len)] * n_sequences if isinstance(max_len, numbers.Integral) else [int(m) for m in max_len]
+    if len(limits) != n_sequences or min(limits, default=1) < 1:
+        raise ValueError(f"max_len must be an int >= 1 or one such int per sequence ({n_sequences}), got {max_len!r}")
+
+    def normalised(logp_sum: float, length: int) -> float:
+        return logp_sum / (length**length_penalty)
+
+    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(n_sequences)]
+    # the live beams of every unfinished sequence: token lists (bos first), their log-prob sums, their rows
+    seqs = [[bos_id] for _ in range(n_sequences)]
+    logps = [0.0] * n_sequences
+    rows = list(range(n_sequences))
+    for step in range(1, max(limits, default=0) + 1):
+        if not rows:
+            break
+        prefixes = torch.tensor(seqs, dtype=torch.long, device=device)  # (N, step)
+        logp = step_fn(prefixes, torch.tensor(rows, device=device)).to(torch.float64)  # (N, V)
+        cand = torch.tensor(logps, dtype=torch.float64, device=logp.device).unsqueeze(1) + logp  # (N, V)
+        V = logp.size(1)
+        # group the live beams by sequence (they are contiguous) and take each group's 2k best extensions
+        new_seqs, new_logps, new_rows = [], [], []
+        start = 0
+        while start < len(rows):
+            row = rows[start]
+            end = start
+            while end < len(rows) and rows[end] == row:
+                end += 1
+            flat = cand[start:end].reshape(-1)  # (beams * V,)
+            top = torch.topk(flat, min(2 * beam_size, flat.numel()))
+            kept = []
+            for rank, (score, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+                b, tok = divmod(idx, V)
+                if tok == eos_id:
+                    if rank < beam_size:
+                        finished[row].append((seqs[start + b][1:] + [tok], normalised(score, step)))
+                else:
+                    kept.append((seqs[start + b] + [tok], score))
+                if len(kept) == beam_size:
+                    break
+            done = not kept or step == limits[row]
+            fin = sorted(finished[row], key=lambda h: h[1], reverse=True)[:beam_size]
+            if not done and len(fin) == beam_size and normalised(kept[0][1], step) <= fin[-1][1]:
+                done = True
+            if done:  # beams alive at the end count as hypotheses (as in beam_search)
+                if step == limits[row] or len(fin) < beam_size:
+                    fin += [(s[1:], normalised(lp, step)) for s, lp in kept]
+                finished[row] = sorted(fin, key=lambda h: h[1], reverse=True)[:beam_size]
+            else:
+                finished[row] = fin
+                for s, lp in kept:
+                    new_seqs.append(s)
+                    new_logps.append(lp)
+                    new_rows.append(row)
+            start = end
+        seqs, logps, rows = new_seqs, new_logps, new_rows
+    return finished
+
+
+def _src_batches(model, src, batch_size: int):
+    """Pad a list of id lists (or take a padded (B, S) tensor) and cut it into batches of ``batch_size``."""
+    pad = model.config.pad_id
+    if isinstance(src, torch.Tensor):
+        ids = src
+    else:
+        src = [list(s) for s in src]
+        if any(len(s) == 0 for s in src):
+            raise ValueError("every source sentence needs at least one token (an empty input cannot be translated)")
+        T = max((len(s) for s in src), default=1)
+        ids = torch.full((len(src), T), pad, dtype=torch.long)
+        for i, s in enumerate(src):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    device = next(model.parameters()).device
+    for i in range(0, ids.size(0), batch_size):
+        yield ids[i:i + batch_size].to(device)
+
+
+def _default_max_len(model, src_ids: torch.Tensor, max_len: int | None) -> list[int]:
+    """Per sentence: ``max_len``, else twice the source's length plus 10 (and never past the model's max_len)."""
+    lengths = src_ids.ne(model.config.pad_id).sum(1).tolist()
+    cap = model.config.max_len - 1  # the decoder input holds bos plus the generated tokens
+    return [min(cap, max_len if max_len is not None else 2 * n + 10) for n in lengths]
+
+
+@torch.no_grad()
+def seq2seq_greedy(model, src, max_len: int | None = None, batch_size: int = 256) -> list[list[int]]:
+    """Greedy decoding of an encoder-decoder model, batched: one list of target ids per source sentence.
+
+    ``src``: a list of id lists (padded here) or a padded (B, S) tensor. The encoder runs once; each step
+    decodes every unfinished sentence and appends its argmax. Ids stop at (and include) ``eos_id``, or
+    after ``max_len`` tokens (default: 2 x the source's length + 10)."""
+    model.eval()
+    c = model.config
+    out: list[list[int]] = []
+    for ids in _src_batches(model, src, batch_size):
+        mask = model.padding_mask(ids)
+        memory = model.encode(ids, mask)  # (B, S, d): once per sentence
+        limits = _default_max_len(model, ids, max_len)
+        tgt = torch.full((ids.size(0), 1), c.bos_id, dtype=torch.long, device=ids.device)
+        alive = torch.arange(ids.size(0), device=ids.device)  # sentences still writing
+        results = [[] for _ in range(ids.size(0))]
+        for step in range(1, max(limits) + 1):
+            logits = model.decode(tgt, memory[alive], mask[alive], last_only=True)[:, -1]  # (n_alive, V)
+            nxt = logits.argmax(-1)  # (n_alive,)
+            keep = []
+            for j, (row, tok) in enumerate(zip(alive.tolist(), nxt.tolist())):
+                results[row].append(tok)
+                if tok != c.eos_id and step < limits[row]:
+                    keep.append(j)
+            if not keep:
+                break
+            keep_t = torch.tensor(keep, device=ids.device)
+            tgt = torch.cat((tgt, nxt.unsqueeze(1)), dim=1)[keep_t]
+            alive = alive[keep_t]
+        out.extend(results)
+    return out
+
+
+@torch.no_grad()
+def seq2seq_beam_search(model, src, beam_size: int = 4, length_penalty: float = 1.0, max_len: int | None = None,
+                        batch_size: int = 128) -> list[list[tuple[list[int], float]]]:
+    """Beam search for an encoder-decoder model, batched over sentences (``batched_beam_search``).
+
+    ``src`` as in ``seq2seq_greedy``. The encoder runs once per sentence; every step gathers each live
+    beam's sentence memory by index. Returns, per sentence, up to ``beam_size`` ``(ids, score)`` pairs,
+    best first (ids end with ``eos_id`` unless cut at ``max_len``; score = log-prob / len ** length_penalty).
+    """
+    model.eval()
+    c = model.config
+    out: list[list[tuple[list[int], float]]] = []
+    for ids in _src_batches(model, src, batch_size):
+        mask = model.padding_mask(ids)
+        memory = model.encode(ids, mask)  # (B, S, d): once per sentence
+
+        def step_fn(prefixes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            logits = model.decode(prefixes, memory[rows], mask[rows], last_only=True)[:, -1]  # (N, V)
+            return F.log_softmax(logits.float(), dim=-1)
+
+        out.extend(batched_beam_search(step_fn, ids.size(0), c.bos_id, c.eos_id, beam_size,
+                                       _default_max_len(model, ids, max_len), length_penalty, ids.device))
+    return out

@@ -232,3 +232,71 @@ def test_single_view_page_renders_offline(tmp_path):
     drawn, errors, requests, _ = _open_in_chromium(path)
     assert errors == [] and requests == [path.as_uri()]
     assert drawn[0]["line"] == 2 * 4 * 4
+
+
+# --- encoder-decoder models (notebook 07): bertviz's encoder_/decoder_/cross_attention form ----------
+
+
+def _seq2seq(n_layers=2, n_heads=2, S=4, T=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    soft = lambda q, k: [torch.softmax(torch.randn(1, n_heads, q, k, generator=g), -1) for _ in range(n_layers)]
+    return soft(S, S), soft(T, T), soft(T, S)
+
+
+SRC_TOKENS, TGT_TOKENS = ["I", "Ġam", "Ġcold", "."], ["<bos>", "J'ai", "Ġfroid"]
+
+
+def test_encoder_decoder_view_holds_what_bertviz_own_view_holds(view, monkeypatch):
+    import json
+
+    bertviz = pytest.importorskip("bertviz")
+    enc, dec, cross = _seq2seq()
+    ours = view(encoder_attention=enc, decoder_attention=dec, cross_attention=cross, encoder_tokens=SRC_TOKENS,
+                decoder_tokens=TGT_TOKENS, html_action="return").data
+    # bertviz's own view, with the data it builds captured before it renders
+    captured = {}
+    monkeypatch.setattr(json, "dumps", lambda obj, *a, **k: captured.setdefault("params", obj) and "{}")
+    getattr(bertviz, view.__name__)(encoder_attention=enc, decoder_attention=dec, cross_attention=cross,
+                                    encoder_tokens=SRC_TOKENS, decoder_tokens=TGT_TOKENS, html_action="return")
+    monkeypatch.undo()
+    theirs = captured["params"]["attention"]
+    assert [d["name"] for d in theirs] == ["Encoder", "Decoder", "Cross"]
+    assert 'Attention: <select id="filter"><option value="0">Encoder</option><option value="1">Decoder</option>' \
+           '<option value="2">Cross</option></select>' in ours
+    import numpy as np
+
+    from labkit.viz.bertviz import _array_js, _json, _prettify
+
+    for d in theirs:
+        assert _array_js(np.asarray(d["attn"])) in ours  # the same numbers, in the same layout
+        left, right = _json(_prettify(d["left_text"])), _json(_prettify(d["right_text"]))
+        assert f'"left_text": {left}, "right_text": {right}' in ours
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(cross_attention=_seq2seq()[2], decoder_tokens=TGT_TOKENS), "encoder_tokens is required"),
+    (dict(cross_attention=_seq2seq()[2], encoder_tokens=SRC_TOKENS, decoder_tokens=TGT_TOKENS[:2]),
+     r"covers 3 x 4 positions but 2 x 4 tokens"),
+    (dict(encoder_attention=_seq2seq()[0], decoder_attention=_seq2seq(n_heads=3)[1], encoder_tokens=SRC_TOKENS,
+          decoder_tokens=TGT_TOKENS), r"differ in \(layers, heads\)"),
+    (dict(encoder_attention=_seq2seq()[2], encoder_tokens=SRC_TOKENS), "must be square"),
+    (dict(), "give attention and tokens"),
+])
+def test_encoder_decoder_view_rejects_mismatches_clearly(view, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        view(**kwargs)
+    with pytest.raises(ValueError, match="not both"):
+        view(_attention(), TOKENS, cross_attention=_seq2seq()[2], encoder_tokens=SRC_TOKENS, decoder_tokens=TGT_TOKENS)
+
+
+@pytest.mark.browser
+def test_cross_attention_view_renders_offline(tmp_path):
+    _, _, cross = _seq2seq(n_layers=2, n_heads=2, S=4, T=3)
+    m = model_view(cross_attention=cross, encoder_tokens=SRC_TOKENS, decoder_tokens=TGT_TOKENS, html_action="return")
+    h = head_view(cross_attention=cross, encoder_tokens=SRC_TOKENS, decoder_tokens=TGT_TOKENS, html_action="return")
+    path = save_html(m.data + "\n" + h.data, tmp_path / "cross.html")
+    drawn, errors, requests, _ = _open_in_chromium(path)
+    assert errors == [] and requests == [path.as_uri()]
+    assert drawn[0]["line"] == 2 * 2 * 3 * 4  # every thumbnail: layers x heads x target x source
+    assert drawn[1]["line"] == 2 * 3 * 4  # the head view's layer: heads x target x source
+    assert drawn[1]["text"] == 3 + 4  # target tokens on the left, source tokens on the right

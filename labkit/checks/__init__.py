@@ -19,5 +19,8 @@ from .sampling import *  # noqa: F401,F403
 from .sampling import __all__ as _sampling_all
 from .tokens import *  # noqa: F401,F403
 from .tokens import __all__ as _tokens_all
+from .translation import *  # noqa: F401,F403
+from .translation import __all__ as _translation_all
 
-__all__ = [*_core_all, *_attention_all, *_blocks_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all]
+__all__ = [*_core_all, *_attention_all, *_blocks_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all,
+           *_translation_all]

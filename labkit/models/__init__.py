@@ -2,11 +2,13 @@
 
 ``gpt``: decoder-only language model (GPT-2 architecture, copyable from Hugging Face).
 ``bert``: encoder with a masked-LM head, plus ``mask_tokens`` (BERT's 80/10/10 masking) and ``mlm_loss``.
+``seq2seq``: the original encoder-decoder transformer for translation, from ``labkit.layers``' stacks.
 
 One convention for every model:
 
 * ``model(...)`` returns a named tuple: ``GPTOutput(logits, loss)`` (so ``logits, loss = gpt(x, y)``
-  still unpacks) and ``BERTOutput(logits, loss, hidden_states, pooled, attentions)``.
+  still unpacks), ``BERTOutput(logits, loss, hidden_states, pooled, attentions)`` and
+  ``Seq2SeqOutput(logits, loss)``.
 * ``model.encode(...)`` returns the last hidden states (B, T, d), for pooling and task heads.
 * Attention weights come out with ``labkit.attention.capture_attention(model)``, keyed by module
   name (``"transformer.h.0.attn"``, ``"blocks.0.attn"``); ``return_attn=True`` is built on it.
@@ -25,5 +27,7 @@ and all new code, uses the paper's (``d_model``, ``n_heads``, ``max_len``). The 
 
 from labkit.models.bert import BERT, BERTConfig, BERTOutput, mask_tokens, mlm_loss
 from labkit.models.gpt import GPT, GPTConfig, GPTOutput
+from labkit.models.seq2seq import Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
 
-__all__ = ["GPT", "GPTConfig", "GPTOutput", "BERT", "BERTConfig", "BERTOutput", "mask_tokens", "mlm_loss"]
+__all__ = ["GPT", "GPTConfig", "GPTOutput", "BERT", "BERTConfig", "BERTOutput", "mask_tokens", "mlm_loss",
+           "Seq2SeqConfig", "Seq2SeqOutput", "Seq2SeqTransformer"]

@@ -134,7 +134,7 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _normalise_attention(attention, batch_index: int) -> np.ndarray:
+def _normalise_attention(attention, batch_index: int, square: bool = True) -> np.ndarray:
     """Any accepted form -> an array (n_layers, n_heads, T_query, T_key)."""
     if isinstance(attention, (list, tuple)):
         if len(attention) == 0:
@@ -167,7 +167,7 @@ def _normalise_attention(attention, batch_index: int) -> np.ndarray:
                 f"attention has shape {tuple(att.shape)}; expected a list of per-layer (batch, n_heads, T, T) "
                 f"tensors or one (n_layers, n_heads, T, T) tensor"
             )
-    if att.shape[-1] != att.shape[-2]:
+    if square and att.shape[-1] != att.shape[-2]:
         raise ValueError(
             f"attention maps must be square (self-attention, T x T), got {att.shape[-2]} x {att.shape[-1]}"
         )
@@ -271,6 +271,73 @@ def _prepare(attention, tokens, sentence_b_start, layers, heads, max_tokens, bat
     return data, layers, heads, n_heads
 
 
+def _prepare_seq2seq(encoder_attention, decoder_attention, cross_attention, encoder_tokens, decoder_tokens,
+                     layers, heads, max_tokens, batch_index, prettify_tokens, max_values):
+    """bertviz's encoder-decoder form: up to three filters, "Encoder" (source -> source), "Decoder"
+    (target -> target) and "Cross" (target queries -> source keys), each a per-layer list."""
+    parts = []
+    for name, attn, left, right in (("Encoder", encoder_attention, encoder_tokens, encoder_tokens),
+                                    ("Decoder", decoder_attention, decoder_tokens, decoder_tokens),
+                                    ("Cross", cross_attention, decoder_tokens, encoder_tokens)):
+        if attn is None:
+            continue
+        need = {"Encoder": ["encoder_tokens"], "Decoder": ["decoder_tokens"],
+                "Cross": ["encoder_tokens", "decoder_tokens"]}[name]
+        for arg in need:
+            toks = encoder_tokens if arg == "encoder_tokens" else decoder_tokens
+            if toks is None:
+                raise ValueError(f"{arg} is required with {name.lower()}_attention")
+            if isinstance(toks, str):
+                raise ValueError(f"{arg} must be a list of token strings, not one string")
+        att = _normalise_attention(attn, batch_index, square=(name != "Cross"))
+        left, right = [str(t) for t in left], [str(t) for t in right]
+        if att.shape[-2:] != (len(left), len(right)):
+            raise ValueError(f"{name.lower()}_attention covers {att.shape[-2]} x {att.shape[-1]} positions but "
+                             f"{len(left)} x {len(right)} tokens were given (queries x keys)")
+        parts.append([name, att, left, right])
+    if not parts:
+        raise ValueError("give at least one of encoder_attention, decoder_attention, cross_attention")
+    shapes = {p[1].shape[:2] for p in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"the encoder, decoder and cross attention differ in (layers, heads): {sorted(shapes)}")
+    n_layers, n_heads = parts[0][1].shape[:2]
+    layers = _select(layers, n_layers, "layers")
+    heads = _select(heads, n_heads, "heads")
+    for p in parts:
+        q, k = p[1].shape[-2:]
+        if max_tokens is not None and max(q, k) > max_tokens:
+            warnings.warn(f"showing the first {max_tokens} tokens of each sentence; pass max_tokens=... to show all",
+                          stacklevel=4)
+            q, k = min(q, max_tokens), min(k, max_tokens)
+        p[1] = p[1][np.ix_(layers, heads, range(q), range(k))]
+        p[2], p[3] = p[2][:q], p[3][:k]
+        if prettify_tokens:
+            p[2], p[3] = _prettify(p[2]), _prettify(p[3])
+    n_values = sum(p[1].size for p in parts)
+    if max_values is not None and n_values > max_values:
+        raise ValueError(
+            f"this view would hold {n_values:,} attention values, more than max_values={max_values:,}; pick fewer "
+            f"with layers=[...], heads=[...] or max_tokens=..., or raise max_values")
+    data = [{"name": name, "attn": att, "left_text": left, "right_text": right} for name, att, left, right in parts]
+    return data, layers, heads, n_heads
+
+
+def _prepare_any(attention, tokens, sentence_b_start, layers, heads, max_tokens, batch_index, prettify_tokens,
+                 max_values, encoder_attention, decoder_attention, cross_attention, encoder_tokens, decoder_tokens):
+    seq2seq = any(a is not None for a in (encoder_attention, decoder_attention, cross_attention))
+    if seq2seq:
+        if attention is not None or tokens is not None or sentence_b_start is not None:
+            raise ValueError("pass either attention and tokens (one stack) or encoder_/decoder_/cross_attention "
+                             "with encoder_tokens/decoder_tokens (an encoder-decoder model), not both")
+        return _prepare_seq2seq(encoder_attention, decoder_attention, cross_attention, encoder_tokens,
+                                decoder_tokens, layers, heads, max_tokens, batch_index, prettify_tokens, max_values)
+    if attention is None or tokens is None:
+        raise ValueError("give attention and tokens, or for an encoder-decoder model encoder_attention, "
+                         "decoder_attention and/or cross_attention with encoder_tokens and decoder_tokens")
+    return _prepare(attention, tokens, sentence_b_start, layers, heads, max_tokens, batch_index, prettify_tokens,
+                    max_values)
+
+
 # The attention numbers sit between these two JS comments, and nothing else does: a notebook test that
 # compares saved outputs can mask exactly them (tests/nbval_sanitize.cfg), since the weights of a trained
 # model differ in their last digits from one CPU to another, while the rest of the view stays compared.
@@ -322,8 +389,8 @@ def _check_action(html_action: str) -> None:
 
 
 def head_view(
-    attention,
-    tokens: Sequence[str],
+    attention=None,
+    tokens: Sequence[str] | None = None,
     sentence_b_start: int | None = None,
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
@@ -335,6 +402,11 @@ def head_view(
     batch_index: int = 0,
     div_id: str | None = None,
     max_values: int | None = MAX_VALUES,
+    encoder_attention=None,
+    decoder_attention=None,
+    cross_attention=None,
+    encoder_tokens: Sequence[str] | None = None,
+    decoder_tokens: Sequence[str] | None = None,
 ):
     """bertviz's head view (lines from each token to the tokens it attends to, one colour
     per head), rendered with no network. ``attention``: a per-layer list of
@@ -342,10 +414,16 @@ def head_view(
     ``heads`` pick which to include in the HTML (default all; unlike bertviz's ``heads``,
     which only picks the heads switched on at first); ``layer`` is the layer shown first.
     ``html_action="view"`` displays it and returns None, ``"return"`` returns an
-    ``IPython.display.HTML`` (its ``.data`` is the HTML string)."""
+    ``IPython.display.HTML`` (its ``.data`` is the HTML string).
+
+    An encoder-decoder model (as bertviz's own views take it): instead of ``attention`` and
+    ``tokens``, pass per-layer lists ``encoder_attention`` (B, h, S, S), ``decoder_attention``
+    (B, h, T, T) and/or ``cross_attention`` (B, h, T, S) with ``encoder_tokens`` (S) and
+    ``decoder_tokens`` (T); the view's "Attention" menu then switches between them."""
     _check_action(html_action)
-    data, layers, heads, _ = _prepare(
-        attention, tokens, sentence_b_start, layers, heads, max_tokens, batch_index, prettify_tokens, max_values
+    data, layers, heads, _ = _prepare_any(
+        attention, tokens, sentence_b_start, layers, heads, max_tokens, batch_index, prettify_tokens, max_values,
+        encoder_attention, decoder_attention, cross_attention, encoder_tokens, decoder_tokens,
     )
     if layer is not None and layer not in layers:
         raise ValueError(f"layer={layer} is not among the layers shown: {layers}")
@@ -367,8 +445,8 @@ def head_view(
 
 
 def model_view(
-    attention,
-    tokens: Sequence[str],
+    attention=None,
+    tokens: Sequence[str] | None = None,
     sentence_b_start: int | None = None,
     layers: Sequence[int] | int | None = None,
     heads: Sequence[int] | int | None = None,
@@ -380,15 +458,21 @@ def model_view(
     batch_index: int = 0,
     div_id: str | None = None,
     max_values: int | None = MAX_VALUES,
+    encoder_attention=None,
+    decoder_attention=None,
+    cross_attention=None,
+    encoder_tokens: Sequence[str] | None = None,
+    decoder_tokens: Sequence[str] | None = None,
 ):
     """bertviz's model view (a thumbnail of every layer x head; click one to enlarge),
-    rendered with no network. Arguments as for ``head_view``; ``display_mode`` is
-    ``"light"`` or ``"dark"``."""
+    rendered with no network. Arguments as for ``head_view`` (encoder-decoder models
+    included); ``display_mode`` is ``"light"`` or ``"dark"``."""
     _check_action(html_action)
     if display_mode not in ("light", "dark"):
         raise ValueError(f"display_mode must be 'light' or 'dark', got {display_mode!r}")
-    data, layers, heads, n_heads = _prepare(
-        attention, tokens, sentence_b_start, layers, heads, max_tokens, batch_index, prettify_tokens, max_values
+    data, layers, heads, n_heads = _prepare_any(
+        attention, tokens, sentence_b_start, layers, heads, max_tokens, batch_index, prettify_tokens, max_values,
+        encoder_attention, decoder_attention, cross_attention, encoder_tokens, decoder_tokens,
     )
     vis_id = _new_id(div_id)
     params = {

@@ -1,0 +1,127 @@
+"""Checkers for notebook 07 (a translation transformer: padding masks and beam search); see labkit.checks._core."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._core import Case, CheckResult, _compare, check_close, check_true, matching_mistake
+
+__all__ = ["check_padding_mask", "check_beam_step"]
+
+
+# --- exercise: the padding mask ----------------------------------------------------------
+
+
+def _padding_cases() -> list[Case]:
+    return [
+        Case("one sentence, no padding", (torch.tensor([[5, 9, 4, 2]]), 0)),
+        Case("a batch padded with id 0", (torch.tensor([[5, 9, 4, 2], [7, 2, 0, 0], [3, 2, 0, 0]]), 0)),
+        Case("a batch padded with id 3 (pad_id is not always 0)",
+             (torch.tensor([[8, 0, 2, 3, 3], [6, 1, 5, 9, 2]]), 3)),
+    ]
+
+
+def _padding_reference(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    return ids.eq(pad_id)
+
+
+_PADDING_MISTAKES = [
+    (lambda ids, pad_id: ids.ne(pad_id),
+     "Hint: that mask is True at the real tokens. labkit's attention modules follow nn.MultiheadAttention: "
+     "a key_padding_mask is True where attention is NOT allowed, i.e. at the padding."),
+    (lambda ids, pad_id: ids.eq(0),
+     "Hint: that compares with 0 whatever pad_id is: compare with the pad_id argument."),
+    (lambda ids, pad_id: ids.eq(pad_id).long(),
+     "Hint: the values are right but the dtype is not: return a bool tensor (ids == pad_id), since a float "
+     "or integer mask would be ADDED to the attention scores instead of blocking them."),
+]
+
+
+def check_padding_mask(learner_fn: Callable) -> CheckResult:
+    """Notebook 07: ``padding_mask(ids, pad_id)`` -> a (B, T) bool tensor, True where ``ids`` is padding.
+
+    The dtype is checked too: labkit's attention (like PyTorch's) ADDS a float mask to the scores, so a
+    float or integer mask of 0s and 1s would not block the padding at all."""
+    cases = _padding_cases()
+    hint = matching_mistake(learner_fn, cases, _PADDING_MISTAKES) or (
+        "Hint: one comparison does it: ids == pad_id, a bool tensor of the same shape as ids.")
+
+    def condition():
+        for case in cases:
+            ids, pad_id = case.args
+            got = learner_fn(ids.clone(), pad_id)
+            problem = _compare(got, _padding_reference(ids, pad_id), 0, 0)
+            if problem:
+                return f"case '{case.name}': {problem}"
+            if got.dtype != torch.bool:
+                return f"case '{case.name}': the mask has dtype {got.dtype}; it must be torch.bool"
+        return True
+
+    return check_true("padding_mask", condition, hint=hint)
+
+
+# --- exercise: one step of beam search ----------------------------------------------------
+
+
+def _beam_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(70)
+
+    def case(name, k, V, beam_size):
+        beam_logp = -torch.rand(k, generator=g, dtype=torch.float64).mul(3).sort(descending=True).values
+        if k == 1:
+            beam_logp = torch.zeros(1, dtype=torch.float64)  # the first step: one beam, the start token
+        next_logp = torch.log_softmax(2 * torch.randn(k, V, generator=g, dtype=torch.float64), dim=-1)
+        return Case(f"{name}: {k} beam(s), vocabulary {V}, beam_size={beam_size}", (beam_logp, next_logp, beam_size))
+
+    return [case("the first step", 1, 8, 3), case("a middle step", 3, 10, 3), case("a wider beam", 4, 50, 4),
+            case("keeping fewer than the live beams", 5, 12, 2)]
+
+
+def _beam_reference(beam_logp: torch.Tensor, next_logp: torch.Tensor, beam_size: int):
+    V = next_logp.size(-1)
+    cand = (beam_logp.unsqueeze(1) + next_logp).flatten()  # (k * V,): every beam extended by every token
+    top = torch.topk(cand, beam_size)
+    return top.values, top.indices // V, top.indices % V
+
+
+def _per_beam_best(beam_logp, next_logp, beam_size):
+    best = (beam_logp.unsqueeze(1) + next_logp).max(-1)
+    order = best.values.argsort(descending=True)[:beam_size]
+    return best.values[order], order, best.indices[order]
+
+
+def _swapped(beam_logp, next_logp, beam_size):
+    V = next_logp.size(-1)
+    top = torch.topk((beam_logp.unsqueeze(1) + next_logp).flatten(), beam_size)
+    return top.values, top.indices % V, top.indices // V
+
+
+_BEAM_MISTAKES = [
+    (lambda b, n, k: (lambda top: (top.values, top.indices // n.size(-1), top.indices % n.size(-1)))(
+        torch.topk(n.flatten(), k)),
+     "Hint: those are the most likely NEXT tokens, ignoring how likely each beam already was: a candidate's "
+     "score is its beam's log-probability PLUS the token's (beam_logp[:, None] + next_logp)."),
+    (lambda b, n, k: (lambda top: (top.values, top.indices // n.size(-1), top.indices % n.size(-1)))(
+        torch.topk((b.unsqueeze(1) * n).flatten(), k)),
+     "Hint: log-probabilities ADD (log(p*q) = log p + log q); multiplying them is not the probability of "
+     "the longer sequence."),
+    (_per_beam_best,
+     "Hint: that keeps each beam's single best token, so two good extensions of the same beam can never both "
+     "survive: compare ALL beams x tokens candidates at once (flatten the (k, V) scores, then one topk)."),
+    (_swapped,
+     "Hint: beam and token are swapped: in the flattened (k * V) scores, index i is beam i // V and token i % V."),
+]
+
+
+def check_beam_step(learner_fn: Callable) -> CheckResult:
+    """Notebook 07: ``beam_step(beam_logp, next_logp, beam_size)`` -> (scores, beam_index, token), each
+    (beam_size,), best first: the ``beam_size`` best one-token extensions of the live beams, where
+    ``beam_logp`` (k,) are the beams' log-probabilities and ``next_logp`` (k, V) their next-token log-probs."""
+    return check_close(
+        "beam_step", learner_fn, _beam_reference, _beam_cases(),
+        hint=("Hint: scores = beam_logp[:, None] + next_logp is (k, V); flatten it, take torch.topk(..., "
+              "beam_size) and turn each flat index i back into (beam i // V, token i % V)."),
+        mistakes=_BEAM_MISTAKES, atol=1e-9, rtol=1e-9,
+    )
