@@ -6,8 +6,9 @@
 
 Both models get the same everything but the encoder-decoder stack: the same data split and
 tokenizer(s) (``labkit.recipes.seq2seq_fra``), embeddings (scaled by sqrt(d), sinusoidal
-positions), tied output layer, initialisation, size, optimiser, schedule, batches, steps, seed
-and wall-time budget. The lab's stack is ``labkit.layers.Encoder``/``Decoder`` (what
+positions), tied output layer, size, optimiser, schedule, batches, steps, seed and wall-time
+budget, and the same initial weights (the reference's are copied from the lab model's, its
+packed q/k/v in-projection from the three separate ones). The lab's stack is ``labkit.layers.Encoder``/``Decoder`` (what
 ``Seq2SeqTransformer`` is built from); the reference is ``nn.TransformerEncoder``/``Decoder``
 with the same settings. Each is then decoded greedily and with beam search (width 4) on the
 held-out test sentences and scored with sacrebleu against every reference translation.
@@ -70,7 +71,30 @@ class TorchTransformerSeq2Seq(Seq2SeqTransformer):
         self.torch_encoder = nn.TransformerEncoder(enc_layer, c.n_encoder_layers, norm=final(),
                                                    enable_nested_tensor=False)
         self.torch_decoder = nn.TransformerDecoder(dec_layer, c.n_decoder_layers, norm=final())
-        self._init_weights()  # the same initialisation rule as the lab's model, on the new stack too
+
+    @torch.no_grad()
+    def copy_from(self, lab: Seq2SeqTransformer) -> "TorchTransformerSeq2Seq":
+        """Start from exactly the lab model's weights: embeddings as they are, each block's q/k/v
+        projections packed into nn.MultiheadAttention's in_proj, everything else one to one."""
+        self.src_embed.load_state_dict(lab.src_embed.state_dict())
+        self.tgt_embed.load_state_dict(lab.tgt_embed.state_dict())
+        pairs = [(t, l, ("self_attn",)) for t, l in zip(self.torch_encoder.layers, lab.encoder.layers)]
+        pairs += [(t, l, ("self_attn", "multihead_attn")) for t, l in zip(self.torch_decoder.layers, lab.decoder.layers)]
+        for theirs, ours, attns in pairs:
+            for name in attns:
+                mine = getattr(ours, "cross_attn" if name == "multihead_attn" else name)
+                mha = getattr(theirs, name)
+                mha.in_proj_weight.copy_(torch.cat([mine.q_proj.weight, mine.k_proj.weight, mine.v_proj.weight]))
+                mha.in_proj_bias.copy_(torch.cat([mine.q_proj.bias, mine.k_proj.bias, mine.v_proj.bias]))
+                mha.out_proj.load_state_dict(mine.out_proj.state_dict())
+            theirs.linear1.load_state_dict(ours.ff.linear1.state_dict())
+            theirs.linear2.load_state_dict(ours.ff.linear2.state_dict())
+            for i in range(1, 4 if len(attns) == 2 else 3):
+                getattr(theirs, f"norm{i}").load_state_dict(getattr(ours, f"norm{i}").state_dict())
+        for theirs, ours in ((self.torch_encoder.norm, lab.encoder.norm), (self.torch_decoder.norm, lab.decoder.norm)):
+            if ours is not None:
+                theirs.load_state_dict(ours.state_dict())
+        return self
 
     def blocks(self) -> nn.Module:
         return nn.ModuleList([self.torch_encoder.layers, self.torch_decoder.layers])
@@ -114,9 +138,11 @@ def log(line: str) -> None:
 
 
 def run(kind: str, recipe, data, max_seconds, beam_size, length_penalty) -> dict:
+    config = R.seq2seq_config(recipe, data.src_tok.vocab_size, data.tgt_tok.vocab_size)
     torch.manual_seed(recipe.seed)
-    cls = Seq2SeqTransformer if kind == "lab" else TorchTransformerSeq2Seq
-    model = cls(R.seq2seq_config(recipe, data.src_tok.vocab_size, data.tgt_tok.vocab_size))
+    model = Seq2SeqTransformer(config)
+    if kind == "torch":  # the same starting point: the lab model's initial weights, copied into PyTorch's stack
+        model = TorchTransformerSeq2Seq(config).copy_from(model)
     blocks = model.blocks() if kind == "torch" else None
     optimizer = R.build_optimizer(model, recipe, blocks)
     gen = torch.Generator().manual_seed(recipe.seed)

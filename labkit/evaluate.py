@@ -16,7 +16,7 @@ from torch import nn
 
 from .data import masked_batch, pad_batch, sequential_windows
 
-__all__ = ["lm_loss", "perplexity", "accuracy", "bleu", "evaluate_mlm", "unigram_baseline", "mean_pool"]
+__all__ = ["lm_loss", "perplexity", "accuracy", "bleu", "reference_streams", "evaluate_mlm", "unigram_baseline", "mean_pool"]
 
 
 @torch.no_grad()
@@ -54,14 +54,33 @@ def accuracy(predictions: torch.Tensor | Sequence, targets: torch.Tensor | Seque
     return (p == t).float().mean().item()
 
 
+def reference_streams(references: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """sacrebleu's layout of references: one stream per reference number, each as long as the corpus.
+
+    ``references`` holds one reference per sentence, or a list of them per sentence (as many as each
+    sentence has); a sentence with fewer than the most gets ``None`` in the streams it lacks, which
+    sacrebleu skips."""
+    if references and isinstance(references[0], str):
+        return [list(references)]
+    per_sentence = [list(r) for r in references]
+    if any(len(r) == 0 for r in per_sentence):
+        raise ValueError("every sentence needs at least one reference")
+    n = max((len(r) for r in per_sentence), default=0)
+    return [[r[i] if i < len(r) else None for r in per_sentence] for i in range(n)]
+
+
 def bleu(hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU (0–100) computed by sacrebleu, the field's reference implementation."""
+    """Corpus BLEU (0–100) computed by sacrebleu, the field's reference implementation.
+
+    ``references``: one string per hypothesis, or per hypothesis a list of its references (any number)."""
     try:
         import sacrebleu
     except ImportError:
         raise ImportError("BLEU needs sacrebleu: pip install sacrebleu") from None
-    refs = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in zip(*references)]
-    return sacrebleu.corpus_bleu(list(hypotheses), refs).score
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: give one reference "
+                         "(or one list of references) per hypothesis")
+    return sacrebleu.corpus_bleu(list(hypotheses), reference_streams(references)).score
 
 
 # --- masked language models ----------------------------------------------------------

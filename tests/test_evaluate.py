@@ -68,3 +68,24 @@ def test_mean_pool_averages_the_real_tokens_only():
     with torch.no_grad():
         alone = torch.stack([model.encode(torch.tensor([s]))[0].mean(0) for s in seqs])  # no padding at all
     torch.testing.assert_close(pooled, alone, atol=1e-5, rtol=1e-4)
+
+
+# --- BLEU (sacrebleu) ------------------------------------------------------------------
+
+
+def test_bleu_takes_any_number_of_references_per_sentence():
+    import sacrebleu
+
+    from labkit.evaluate import bleu, reference_streams
+
+    hyps = ["the cat sat on the mat today", "a dog barks at the old man"]
+    refs = [["a cat was on the mat", "the cat sat on the mat today"], ["a dog barks at the old man"]]
+    assert bleu(hyps, refs) == pytest.approx(100.0)  # each hypothesis is one of its references
+    assert reference_streams(refs) == [[refs[0][0], refs[1][0]], [refs[0][1], None]]
+    # the same as sacrebleu given the streams by hand, and more than with the first reference only
+    assert bleu(hyps, refs) == sacrebleu.corpus_bleu(hyps, [[refs[0][0], refs[1][0]], [refs[0][1], None]]).score
+    assert bleu(hyps, [r[0] for r in refs]) < 90
+    with pytest.raises(ValueError, match="one reference"):
+        bleu(hyps, refs[:1])
+    with pytest.raises(ValueError, match="at least one reference"):
+        bleu(hyps, [refs[0], []])

@@ -25,7 +25,7 @@ def test_tiny_training_through_the_zoo(isolated_cache, monkeypatch):
     model = zoo.load("test-seq2seq")
     meta = model.zoo_meta
     h = meta["history"]
-    assert h["eval_steps"] == [50, 100, 150] and h["val_loss"][-1] < h["val_loss"][0] - 1.0
+    assert h["eval_steps"] == [50, 100, 150] and h["val_loss"][-1] < h["val_loss"][0] / 2
     assert 0.0 <= meta["bleu_greedy"] <= 100.0 + 1e-9 and 0.0 <= meta["bleu_beam"] <= 100.0 + 1e-9
     assert meta["bleu_beam"] > 20  # a grammar this regular is learned even by a tiny model
     data = rs.translation_data(TINY)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from labkit.attention import MultiHeadAttention
 from labkit.layers import Decoder, Encoder, SinusoidalPositionalEncoding
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqOutput", "Seq2SeqTransformer", "shift_right"]
@@ -99,13 +100,20 @@ class Seq2SeqTransformer(nn.Module):
             self.lm_head.weight = self.tgt_embed.weight
 
     def _init_weights(self) -> None:
-        # fairseq's transformer: Xavier-uniform matrices, embeddings ~ N(0, 1/d) so that after the
+        # Xavier-uniform matrices (as nn.Transformer), embeddings ~ N(0, 1/d) (fairseq) so that after the
         # sqrt(d) scaling a token vector has unit variance, like the sinusoids it is added to
         for name, p in self.named_parameters():
             if p.dim() >= 2 and "embed" not in name:
                 nn.init.xavier_uniform_(p)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
+        # queries, keys and values as nn.MultiheadAttention initialises its packed (3d, d) in-projection:
+        # Xavier over the stacked matrix, a bound of sqrt(6 / (d + 3d)) rather than sqrt(6 / 2d) for each
+        for m in self.modules():
+            if isinstance(m, MultiHeadAttention):
+                bound = math.sqrt(6.0 / (4 * m.d_model))
+                for proj in (m.q_proj, m.k_proj, m.v_proj):
+                    nn.init.uniform_(proj.weight, -bound, bound)
         for emb in {id(e): e for e in (self.src_embed, self.tgt_embed)}.values():
             nn.init.normal_(emb.weight, mean=0.0, std=self.config.d_model ** -0.5)
             with torch.no_grad():
