@@ -29,7 +29,7 @@ import torch
 
 __all__ = [
     "available_devices", "get_device", "seed_everything", "autocast_dtype", "autocast",
-    "describe", "memory_stats", "peak_flops", "Throughput",
+    "describe", "memory_stats", "peak_flops", "Throughput", "PeakMemory",
     "cgroup_cpu_limit", "usable_cpus", "configure_threads", "ThreadGovernor",
 ]
 
@@ -295,6 +295,63 @@ def memory_stats(device: torch.device | str | None = None) -> dict:
         return {"peak_rss_gib": rss}
     except ImportError:  # Windows
         return {}
+
+
+class PeakMemory:
+    """How much memory a block of code needed at its peak, above what was in use when it began::
+
+        with PeakMemory() as mem:
+            train(...)
+        mem.peak_mib                      # measured
+
+    On a CUDA device: ``torch.cuda.max_memory_allocated`` (exact, the tensors only). On the CPU: the
+    process's resident set size, sampled every ``interval`` seconds in a background thread (tensors,
+    the allocator's caches and Python objects alike; a peak shorter than the interval can be missed).
+    """
+
+    def __init__(self, device: torch.device | str | None = None, interval: float = 0.002):
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.interval = interval
+        self.peak_bytes = 0
+
+    def _rss(self) -> int:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return self
+        import threading
+
+        self._start = self._rss()
+        self._max = self._start
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self._max = max(self._max, self._rss())
+                self._stop.wait(self.interval)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._start
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self._max, self._rss()) - self._start
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_bytes / 2**20
 
 
 def describe(device: torch.device | str | None = None) -> dict:

@@ -16,7 +16,7 @@ from torch import nn
 
 from .data import masked_batch, pad_batch, sequential_windows
 
-__all__ = ["lm_loss", "perplexity", "accuracy", "bleu", "reference_streams", "evaluate_mlm", "unigram_baseline", "mean_pool"]
+__all__ = ["lm_loss", "perplexity", "accuracy", "bleu", "reference_streams", "confusion_matrix", "f1_scores", "macro_f1", "evaluate_mlm", "unigram_baseline", "mean_pool"]
 
 
 @torch.no_grad()
@@ -52,6 +52,39 @@ def accuracy(predictions: torch.Tensor | Sequence, targets: torch.Tensor | Seque
     if p.shape != t.shape:
         raise ValueError(f"predictions {tuple(p.shape)} and targets {tuple(t.shape)} must have the same shape")
     return (p == t).float().mean().item()
+
+
+def _labels(x, name: str) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.dim() != 1 or t.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a 1-D sequence of integer class ids, got {t.dtype} {tuple(t.shape)} "
+                         "(take logits.argmax(-1) first)")
+    return t.long().cpu()
+
+
+def confusion_matrix(predictions, targets, num_classes: int | None = None) -> torch.Tensor:
+    """(num_classes, num_classes) counts: row = true class, column = predicted class (scikit-learn's layout)."""
+    p, t = _labels(predictions, "predictions"), _labels(targets, "targets")
+    if p.shape != t.shape:
+        raise ValueError(f"predictions {tuple(p.shape)} and targets {tuple(t.shape)} must have the same shape")
+    n = num_classes if num_classes is not None else int(max(p.max(), t.max()).item()) + 1 if len(t) else 0
+    if len(t) and (min(p.min(), t.min()) < 0 or max(p.max(), t.max()) >= n):
+        raise ValueError(f"class ids must lie in 0..{n - 1}")
+    return torch.bincount(t * n + p, minlength=n * n).view(n, n)
+
+
+def f1_scores(predictions, targets, num_classes: int | None = None) -> torch.Tensor:
+    """Per-class F1 = 2 precision recall / (precision + recall); 0 for a class never predicted nor present."""
+    cm = confusion_matrix(predictions, targets, num_classes).double()
+    tp = cm.diag()
+    denom = cm.sum(0) + cm.sum(1)  # predicted + actual: 2 tp + fp + fn
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+
+
+def macro_f1(predictions, targets, num_classes: int | None = None) -> float:
+    """The unweighted mean of the per-class F1 scores: every class counts the same, however rare
+    (scikit-learn's ``f1_score(average="macro")``)."""
+    return f1_scores(predictions, targets, num_classes).mean().item()
 
 
 def reference_streams(references: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str | None]]:

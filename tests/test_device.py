@@ -192,3 +192,18 @@ def test_governor_is_off_when_threads_are_pinned_or_policy_fixed(monkeypatch):
         assert not gov.enabled and gov.update() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_peak_memory_sees_a_large_temporary_tensor():
+    from labkit.device import PeakMemory
+
+    with PeakMemory() as small:
+        torch.ones(10)
+    with PeakMemory() as big:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        x.add_(1)
+        import time
+
+        time.sleep(0.02)  # several samples while it lives
+        del x
+    assert big.peak_mib > 48 and big.peak_mib > small.peak_mib + 40

@@ -89,3 +89,37 @@ def test_bleu_takes_any_number_of_references_per_sentence():
         bleu(hyps, refs[:1])
     with pytest.raises(ValueError, match="at least one reference"):
         bleu(hyps, [refs[0], []])
+
+
+# --- classification metrics, against scikit-learn ---------------------------------------
+
+
+@pytest.mark.parametrize("seed, n_classes", [(0, 2), (1, 3), (2, 5)])
+def test_confusion_matrix_and_macro_f1_equal_scikit_learns(seed, n_classes):
+    from sklearn import metrics
+
+    from labkit.evaluate import confusion_matrix, f1_scores, macro_f1
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, n_classes, (200,), generator=g)
+    p = torch.where(torch.rand(200, generator=g) < 0.7, t, torch.randint(0, n_classes, (200,), generator=g))
+    labels = list(range(n_classes))
+    assert confusion_matrix(p, t, n_classes).tolist() == metrics.confusion_matrix(t, p, labels=labels).tolist()
+    assert macro_f1(p, t, n_classes) == pytest.approx(metrics.f1_score(t, p, average="macro", labels=labels))
+    assert f1_scores(p, t, n_classes).tolist() == pytest.approx(list(metrics.f1_score(t, p, average=None, labels=labels)))
+
+
+def test_macro_f1_shows_what_accuracy_hides_on_imbalanced_classes():
+    from sklearn import metrics
+
+    from labkit.evaluate import accuracy, macro_f1
+
+    t = torch.tensor([0] * 87 + [1] * 13)  # SMS spam's proportions: 13% spam
+    always_ham = torch.zeros(100, dtype=torch.long)
+    assert accuracy(always_ham, t) == pytest.approx(0.87)
+    assert macro_f1(always_ham, t, 2) == pytest.approx(metrics.f1_score(t, always_ham, average="macro", zero_division=0))
+    assert macro_f1(always_ham, t, 2) < 0.5
+    with pytest.raises(ValueError, match="integer class ids"):
+        macro_f1(torch.randn(4, 2), t[:4])
+    with pytest.raises(ValueError, match="class ids must lie in 0..1"):
+        macro_f1(torch.tensor([0, 2]), torch.tensor([0, 1]), num_classes=2)

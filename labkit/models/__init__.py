@@ -3,6 +3,7 @@
 ``gpt``: decoder-only language model (GPT-2 architecture, copyable from Hugging Face).
 ``bert``: encoder with a masked-LM head, plus ``mask_tokens`` (BERT's 80/10/10 masking) and ``mlm_loss``.
 ``seq2seq``: the original encoder-decoder transformer for translation, from ``labkit.layers``' stacks.
+``classify``: ``SequenceClassifier``, a classification head on a BERT's or a GPT's hidden states.
 
 One convention for every model:
 
@@ -26,8 +27,9 @@ and all new code, uses the paper's (``d_model``, ``n_heads``, ``max_len``). The 
 """
 
 from labkit.models.bert import BERT, BERTConfig, BERTOutput, mask_tokens, mlm_loss
+from labkit.models.classify import ClassifierOutput, SequenceClassifier
 from labkit.models.gpt import GPT, GPTConfig, GPTOutput
 from labkit.models.seq2seq import Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
 
 __all__ = ["GPT", "GPTConfig", "GPTOutput", "BERT", "BERTConfig", "BERTOutput", "mask_tokens", "mlm_loss",
-           "Seq2SeqConfig", "Seq2SeqOutput", "Seq2SeqTransformer"]
+           "Seq2SeqConfig", "Seq2SeqOutput", "Seq2SeqTransformer", "SequenceClassifier", "ClassifierOutput"]

@@ -1,0 +1,90 @@
+"""Classification heads on a pretrained backbone: a BERT (notebook 09) or a GPT (notebook 08).
+
+``SequenceClassifier(backbone, n_classes, pooling)`` turns the backbone's last hidden states
+(``backbone.encode``) into one vector per sequence and a linear layer into class logits:
+
+* ``"cls"``: the hidden state of the first token (BERT's ``[CLS]``);
+* ``"pooled"``: BERT's pooler on it, tanh(dense(h_[CLS])), pretrained by nothing in this lab's BERT
+  (no next-sentence task) but what ``BertForSequenceClassification`` uses;
+* ``"mean"``: the mean over the real (non-padding) tokens;
+* ``"last"``: the hidden state of the last real token — for a GPT the only position that has read
+  the whole sequence (causal attention), so right padding never reaches it.
+
+``model(input_ids, attention_mask, labels)`` returns ``ClassifierOutput(logits, loss)``.
+``features(...)`` gives the pooled vectors alone (a linear probe trains on them, frozen).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ClassifierOutput", "SequenceClassifier", "POOLINGS"]
+
+POOLINGS = ("cls", "pooled", "mean", "last")
+
+
+class ClassifierOutput(NamedTuple):
+    logits: Tensor  # (B, n_classes)
+    loss: Tensor | None  # cross-entropy, if labels were given
+
+
+def _width(backbone: nn.Module) -> int:
+    cfg = backbone.config
+    return getattr(cfg, "d_model", None) or cfg.n_embd
+
+
+class SequenceClassifier(nn.Module):
+    """A backbone with ``encode`` and a linear classification head on a pooled vector; see the module docstring."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int, pooling: str = "mean", dropout: float = 0.0) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if not hasattr(backbone, "encode"):
+            raise TypeError(f"{type(backbone).__name__} has no encode(...) returning hidden states (B, T, d); "
+                            "labkit's BERT and GPT have one")
+        if pooling == "pooled" and not hasattr(backbone, "pooler"):
+            raise ValueError(f"pooling='pooled' needs a backbone with a pooler (BERT); "
+                             f"{type(backbone).__name__} has none: use 'mean', 'last' or 'cls'")
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        self.backbone, self.pooling, self.n_classes = backbone, pooling, n_classes
+        self._encode_takes_mask = "attention_mask" in inspect.signature(backbone.encode).parameters
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(_width(backbone), n_classes)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def _hidden(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        if self._encode_takes_mask:
+            return self.backbone.encode(input_ids, attention_mask)  # BERT: padding masked inside
+        return self.backbone.encode(input_ids)  # GPT: causal, so right padding never reaches a real token
+
+    def features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """input_ids (B, T), attention_mask (B, T) (1 = token, 0 = right padding) -> (B, d) pooled vectors."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids "
+                             f"{tuple(input_ids.shape)}")
+        h = self._hidden(input_ids, attention_mask)  # (B, T, d)
+        if self.pooling == "cls":
+            return h[:, 0]
+        if self.pooling == "pooled":
+            return self.backbone.pooler(h)
+        m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+        if self.pooling == "mean":
+            return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        last = attention_mask.sum(1).clamp(min=1) - 1  # (B,): index of the last real token
+        return h[torch.arange(h.size(0), device=h.device), last]
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                labels: Tensor | None = None) -> ClassifierOutput:
+        logits = self.head(self.dropout(self.features(input_ids, attention_mask)))  # (B, n_classes)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return ClassifierOutput(logits, loss)
