@@ -2,7 +2,7 @@
 
 Split by concept, not by notebook: ``device``, ``data``, ``tokenizers``,
 ``attention``, ``layers``, ``models``, ``optim``, ``generate``, ``train``,
-``evaluate``, ``recipes`` (one module per zoo model), ``zoo``, ``viz`` and
+``evaluate``, ``lora``, ``recipes`` (one module per zoo model), ``zoo``, ``viz`` and
 ``checks``. Notebooks build a piece by hand, check it against the version here,
 and later notebooks import it from here.
 """
