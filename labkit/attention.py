@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["scaled_dot_product_attention", "causal_mask", "MultiHeadAttention", "capture_attention",
-           "AttentionCapture", "is_capturing", "record_attention"]
+           "AttentionCapture", "is_capturing", "record_attention", "prefix_matching_score", "ablate_heads"]
 
 
 def causal_mask(T_q: int, T_k: int | None = None, device=None) -> Tensor:
@@ -314,3 +314,84 @@ def capture_attention(model: nn.Module, detach: bool = False) -> Iterator[Attent
             sinks.remove(sink)
             if not sinks:
                 del module.__dict__[_SINKS]
+
+
+# --- reading heads: induction (prefix matching) and ablation -------------------------------------
+
+
+def prefix_matching_score(attn: Tensor, tokens: Tensor, query_mask: Tensor | None = None) -> Tensor:
+    """How much each head attends like an induction head: (B, n_heads, T, T) weights, (B, T) tokens -> (n_heads,).
+
+    For a query at position i whose token appeared before, at positions p < i, the *matching* keys are
+    the positions p + 1 right after those earlier occurrences: an induction head looks there, to copy what
+    followed last time ("... A B ... A" -> attend to B). The score is the attention weight a head puts on
+    the matching keys, summed over them, averaged over every query that has one (Olsson et al., 2022,
+    *In-context learning and induction heads*). 1 for a perfect induction head; about 1/i on average for
+    uniform causal attention. ``query_mask`` (B, T) bool limits the queries (e.g. to the inputs of
+    in-context examples). A batch with no repeated token has no query to score: that is an error.
+    """
+    if attn.dim() != 4:
+        raise ValueError(f"attn must be (B, n_heads, T, T), got shape {tuple(attn.shape)}: pass one layer's weights")
+    B, H, T, T_k = attn.shape
+    if T != T_k or tokens.shape != (B, T):
+        raise ValueError(f"tokens must be (B, T) = ({B}, {T}) for attention of shape {tuple(attn.shape)}, "
+                         f"got {tuple(tokens.shape)}")
+    same = tokens.unsqueeze(2) == tokens.unsqueeze(1)  # (B, T, T): same[b, i, p] = tokens[i] == tokens[p]
+    earlier = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril(-1)  # p < i
+    occurrence = same & earlier  # (B, i, p): an earlier occurrence of query i's token at p
+    matching = torch.zeros_like(occurrence)
+    matching[:, :, 1:] = occurrence[:, :, :-1]  # key p + 1 follows an earlier occurrence at p (p + 1 <= i)
+    has_match = matching.any(-1)  # (B, T)
+    if query_mask is not None:
+        has_match = has_match & query_mask.to(torch.bool)
+    if not has_match.any():
+        raise ValueError("no query has an earlier occurrence of its token: a prefix-matching score needs "
+                         "repeated tokens (e.g. a random sequence repeated twice)")
+    on_match = (attn.float() * matching.unsqueeze(1)).sum(-1)  # (B, H, T): weight on the matching keys
+    return (on_match * has_match.unsqueeze(1)).sum((0, 2)) / has_match.sum()
+
+
+def _output_projection(module: nn.Module) -> nn.Linear:
+    for name in ("c_proj", "out_proj", "out"):  # labkit's GPT, MultiHeadAttention, BERT
+        proj = getattr(module, name, None)
+        if isinstance(proj, nn.Linear):
+            return proj
+    raise TypeError(f"{type(module).__name__} has no output projection (c_proj, out_proj or out) to ablate heads at")
+
+
+@contextmanager
+def ablate_heads(model: nn.Module, heads: dict[str, list[int]]) -> Iterator[None]:
+    """Zero some heads' outputs while the block runs: ``heads`` maps an attention module's name to head indices.
+
+    ``with ablate_heads(gpt, {"transformer.h.1.attn": [2]}): gpt(x)`` runs as if head 2 of layer 1 wrote
+    nothing: its slice of the concatenated head outputs is zeroed before the output projection (the
+    projection's bias, shared by all heads, stays). Every other head is untouched.
+    """
+    modules = dict(model.named_modules())
+    handles = []
+    try:
+        for name, idx in heads.items():
+            if name not in modules:
+                attn = [n for n, m in modules.items() if getattr(type(m), "captures_attention", False)]
+                raise KeyError(f"no module {name!r} in the model; its attention modules are {attn}")
+            module = modules[name]
+            n_heads = getattr(module, "n_head", None) or getattr(module, "n_heads", None)
+            if n_heads is None:
+                raise TypeError(f"{name!r} ({type(module).__name__}) is not a multi-head attention module")
+            bad = [h for h in idx if not 0 <= h < n_heads]
+            if bad:
+                raise ValueError(f"{name!r} has heads 0..{n_heads - 1}, got {bad}")
+            proj = _output_projection(module)
+            hs = proj.in_features // n_heads
+            keep = torch.ones(proj.in_features)
+            for h in idx:
+                keep[h * hs:(h + 1) * hs] = 0.0
+
+            def zero_heads(_, args, keep=keep):
+                return (args[0] * keep.to(args[0]),) + tuple(args[1:])
+
+            handles.append(proj.register_forward_pre_hook(zero_heads))
+        yield
+    finally:
+        for h in handles:
+            h.remove()

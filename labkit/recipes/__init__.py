@@ -4,6 +4,7 @@ data, build, train and ``register`` (which makes the model known to ``labkit.zoo
 ``gpt_shakespeare``: the character-level GPT (recipes ``LAB`` and ``NANOGPT``, ``train_lm``).
 ``bert_english``: the small BERT pretrained by masked language modelling.
 ``seq2seq_fra``: the English→French encoder-decoder transformer (notebook 07).
+``gpt_icl``: the small GPT that learns permutation tasks in context (notebook 11).
 
 ``RECIPE_MODULES`` lists them; ``register_all()`` registers every one, and is how the
 zoo learns its built-in models. A new zoo model is a new module here with a
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import bert_english, gpt_shakespeare, seq2seq_fra
+from . import bert_english, gpt_icl, gpt_shakespeare, seq2seq_fra
 from .gpt_shakespeare import (
     LAB,
     NANOGPT,
@@ -38,9 +39,9 @@ from .gpt_shakespeare import (
     zoo_meta,
 )
 
-RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra")  # labkit.recipes.<name>, each with a register()
+RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl")  # labkit.recipes.<name>, each with a register()
 
-__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", *gpt_shakespeare.__all__]
+__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", *gpt_shakespeare.__all__]
 __all__.remove("register")
 
 
