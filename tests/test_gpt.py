@@ -170,6 +170,21 @@ def test_adamw_steps_lower_the_loss(overrides):
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_attention_only_blocks_have_no_mlp():
+    # mlp="none": every block is x + attn(ln_1(x)) and nothing else (notebook 11's gpt-icl)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(mlp="none", pos_emb="rope"))
+    assert not any(".mlp." in k or ".ln_2." in k for k in model.state_dict())
+    x = ids(B=2, T=16, vocab=64)
+    logits, _ = model(x)
+    h = model.transformer.wte(x)
+    for block in model.transformer.h:
+        h = h + block.attn(block.ln_1(h))[0]
+    assert_close(logits, model.lm_head(model.transformer.ln_f(h)))
+    with_mlp = GPT(GPTConfig.tiny(pos_emb="rope"))
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in with_mlp.parameters())
+
+
 def test_config_rejects_bad_options():
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig.tiny(n_embd=30, n_head=4)

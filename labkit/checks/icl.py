@@ -16,10 +16,9 @@ __all__ = ["check_few_shot_prompt", "check_prefix_matching"]
 
 
 def _prompt_reference(examples, query, n_symbols):
-    ids = []
-    for x, y in examples:
-        ids += [x, n_symbols + y]
-    return ids + [query]
+    from labkit.recipes.gpt_icl import few_shot_prompt
+
+    return few_shot_prompt(examples, query, n_symbols)
 
 
 def _prompt_cases() -> list[Case]:

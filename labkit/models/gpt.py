@@ -51,7 +51,7 @@ class GPTConfig:
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2: True)
     pos_emb: str = "learned"  # "learned" absolute position table (GPT-2) or "rope" (rotary, in attention)
-    mlp: str = "gelu"  # "gelu" (tanh approximation, as GPT-2) or "relu2" (squared ReLU)
+    mlp: str = "gelu"  # "gelu" (tanh approximation, as GPT-2), "relu2" (squared ReLU) or "none" (attention only)
     tie_weights: bool = True  # output layer shares the token-embedding matrix (GPT-2: True)
     fused_attention: bool = True  # F.scaled_dot_product_attention (fast) vs explicit masked softmax
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2: 1e-5)
@@ -62,8 +62,8 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.pos_emb not in ("learned", "rope"):
             raise ValueError(f"pos_emb must be 'learned' or 'rope', got {self.pos_emb!r}")
-        if self.mlp not in ("gelu", "relu2"):
-            raise ValueError(f"mlp must be 'gelu' or 'relu2', got {self.mlp!r}")
+        if self.mlp not in ("gelu", "relu2", "none"):
+            raise ValueError(f"mlp must be 'gelu', 'relu2' or 'none' (attention only), got {self.mlp!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError("rotary positions need an even head size (n_embd // n_head)")
 
@@ -159,19 +159,22 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x)). With ``mlp="none"`` the block is attention
+    only (no ln_2, no mlp): the setting in which Olsson et al. (2022) took induction heads apart."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.mlp = MLP(config)
+        if config.mlp != "none":
+            self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+            self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
         a, att = self.attn(self.ln_1(x), return_attn)
         x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        if hasattr(self, "mlp"):
+            x = x + self.mlp(self.ln_2(x))
         return x, att
 
 
