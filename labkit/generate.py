@@ -13,6 +13,9 @@ batch of every sentence's live beams per step); ``seq2seq_greedy`` and
 ``seq2seq_beam_search`` decode a ``labkit.models.seq2seq.Seq2SeqTransformer``
 with it, running the encoder once per sentence and reusing its output.
 
+``KVCache`` keeps the keys and values a GPT has computed, so each generated token costs one position's
+work (``labkit.models.gpt.GPT.generate`` uses it by default).
+
 Filtered-out logits are set to ``-inf`` so that ``softmax`` gives them
 probability exactly 0.
 """
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "KVCache",
     "apply_temperature",
     "top_k_filter",
     "top_p_filter",
@@ -105,6 +109,39 @@ def sample_next(
         logits = top_p_filter(logits, top_p)
     probs = F.softmax(logits.float(), dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+
+
+# ----------------------------------------------------------------------------
+# the KV cache
+
+
+class KVCache:
+    """The keys and values a GPT has computed so far, for generation: per layer one buffer of
+    (B, n_head, max_len, head_size) for keys and one for values, filled left to right.
+
+    ``model(new_ids, cache=cache)`` reads only the new tokens: their queries attend over every cached
+    key (and their own), their keys and values are appended, and ``cache.length`` advances. Keys are
+    cached after the rotary rotation, which depends only on a token's own position, so they stay valid.
+    """
+
+    def __init__(self, n_layer: int, max_len: int):
+        self.max_len = max_len
+        self.length = 0  # positions filled, the same in every layer
+        self.k: list[torch.Tensor | None] = [None] * n_layer
+        self.v: list[torch.Tensor | None] = [None] * n_layer
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, nh, T, hs) at positions offset..offset+T-1 of ``layer``; return every key and value
+        up to there, (B, nh, offset+T, hs)."""
+        B, nh, T, hs = k.shape
+        if offset + T > self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} positions; {offset + T} asked for")
+        if self.k[layer] is None or self.k[layer].shape[0] != B:
+            self.k[layer] = k.new_empty(B, nh, self.max_len, hs)
+            self.v[layer] = v.new_empty(B, nh, self.max_len, hs)
+        self.k[layer][:, :, offset : offset + T] = k
+        self.v[layer][:, :, offset : offset + T] = v
+        return self.k[layer][:, :, : offset + T], self.v[layer][:, :, : offset + T]
 
 
 # ----------------------------------------------------------------------------

@@ -11,6 +11,10 @@ Attention has two paths chosen by ``GPTConfig.fused_attention``: the explicit
 masked softmax (to read and to visualise) and ``F.scaled_dot_product_attention``
 (to be fast). They compute the same function.
 
+Generation keeps a **KV cache** (``KVCache``): the keys and values of the tokens already read, one
+buffer per layer, so each new token costs one position's work instead of the whole context's.
+``model.generate(..., use_cache=True)`` (the default) gives the same tokens as ``use_cache=False``.
+
 ``model(idx, targets)`` returns ``GPTOutput(logits, loss)``, a named tuple, so
 ``logits, loss = model(x, y)`` and ``model(x, y).loss`` both work; ``model.encode(idx)``
 gives the last hidden states (after ``ln_f``), for heads of one's own.
@@ -34,11 +38,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from labkit.attention import capture_attention, is_capturing, record_attention
-from labkit.generate import sample_next
+from labkit.generate import KVCache, sample_next
 from labkit.layers import RotaryEmbedding, normal_init
 from labkit.optim import decay_groups
 
-__all__ = ["GPTConfig", "GPT", "GPTOutput", "CausalSelfAttention", "MLP", "Block", "Rotary", "ReLUSquared"]
+__all__ = ["GPTConfig", "GPT", "GPTOutput", "KVCache", "CausalSelfAttention", "MLP", "Block", "Rotary", "ReLUSquared"]
 
 
 @dataclass
@@ -121,25 +125,34 @@ class CausalSelfAttention(nn.Module):
         mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("mask", mask.view(1, 1, config.block_size, config.block_size), persistent=False)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def forward(self, x: torch.Tensor, return_attn: bool = False, cache: KVCache | None = None, layer: int = 0):
+        """x (B, T, C) -> (output (B, T, C), attention weights or None). With ``cache``, x holds the tokens
+        after the ``cache.length`` already cached, and their keys and values join the cache (layer ``layer``)."""
         B, T, C = x.size()
         nh, hs = self.n_head, C // self.n_head
+        offset = cache.length if cache is not None else 0  # absolute position of x's first token
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+            q, k = self.rotary(q, offset), self.rotary(k, offset)
+        if cache is not None:
+            k, v = cache.update(layer, k, v, offset)  # (B, nh, offset + T, hs): the past and the new
+        S = k.size(-2)  # keys: offset + T
         att = None
         if self.fused and not return_attn and not is_capturing(self):
             p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+            if offset == 0 or T == 1:  # a plain causal square, or one query that may see every key
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=offset == 0)
+            else:  # queries offset..S-1 against keys 0..S-1: rows offset.. of the causal mask
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask[:, :, offset:S, :S], dropout_p=p)
         else:
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, T)
-            att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))  # no peeking ahead
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, S)
+            att = att.masked_fill(~self.mask[:, :, offset:S, :S], float("-inf"))  # no peeking ahead
             att = F.softmax(att, dim=-1)  # each query's weights over keys sum to 1
             record_attention(self, att)  # for capture_attention, if one is listening
-            y = self.attn_dropout(att) @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+            y = self.attn_dropout(att) @ v  # (B, nh, T, S) @ (B, nh, S, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y)), att
 
@@ -170,8 +183,8 @@ class Block(nn.Module):
             self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
             self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
-        a, att = self.attn(self.ln_1(x), return_attn)
+    def forward(self, x: torch.Tensor, return_attn: bool = False, cache: KVCache | None = None, layer: int = 0):
+        a, att = self.attn(self.ln_1(x), return_attn, cache, layer)
         x = x + a
         if hasattr(self, "mlp"):
             x = x + self.mlp(self.ln_2(x))
@@ -202,28 +215,38 @@ class GPT(nn.Module):
 
     _init_weights = staticmethod(normal_init)  # N(0, 0.02^2) weights, zero biases (labkit.layers.normal_init)
 
-    def encode(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (B, T) token ids -> the last hidden states (B, T, n_embd), after the final LayerNorm ``ln_f``."""
+    def encode(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) token ids -> the last hidden states (B, T, n_embd), after the final LayerNorm ``ln_f``.
+        With ``cache`` (``new_cache()``), idx continues the cached tokens and joins them."""
         B, T = idx.size()
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        offset = cache.length if cache is not None else 0
+        if offset + T > self.config.block_size:
+            raise ValueError(f"sequence length {offset + T} exceeds block_size {self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
         if self.config.pos_emb == "learned":
-            x = x + self.transformer.wpe(torch.arange(T, device=idx.device))  # (B, T, C) + (T, C)
+            x = x + self.transformer.wpe(torch.arange(offset, offset + T, device=idx.device))  # (B, T, C) + (T, C)
         x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x, _ = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x, _ = block(x, cache=cache, layer=i)
+        if cache is not None:
+            cache.length = offset + T
         return self.transformer.ln_f(x)  # (B, T, C)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attn: bool = False):
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for this model (up to ``block_size`` positions)."""
+        return KVCache(self.config.n_layer, self.config.block_size)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attn: bool = False,
+                cache: KVCache | None = None):
         """idx (B, T) token ids -> ``GPTOutput(logits (B, T, V), loss or None)``; ``targets`` (B, T): -100 is
         ignored. With ``return_attn``: the plain tuple (logits, loss, attn), attn a list of per-layer
-        attention weights (B, n_head, T, T) (``labkit.attention.capture_attention`` underneath)."""
+        attention weights (B, n_head, T, T) (``labkit.attention.capture_attention`` underneath). With
+        ``cache`` (a ``KVCache``), idx continues the cached tokens (see ``generate``)."""
         if return_attn:
             with capture_attention(self) as attn:
-                logits, loss = self.forward(idx, targets)
+                logits, loss = self.forward(idx, targets, cache=cache)
             return logits, loss, attn.layers()
-        logits = self.lm_head(self.encode(idx))  # (B, T, V)
+        logits = self.lm_head(self.encode(idx, cache))  # (B, T, V)
         loss = None
         if targets is not None:
             B, T = idx.size()
@@ -239,15 +262,23 @@ class GPT(nn.Module):
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T) -> (B, T + max_new_tokens).
 
-        Each step sees at most the last ``block_size`` tokens. Call ``model.eval()``
-        first if the model has dropout. For argmax decoding use ``labkit.generate.greedy``.
+        Each step sees at most the last ``block_size`` tokens. With ``use_cache`` (the default) the keys
+        and values of the tokens read are kept (``KVCache``), so a step reads only the newest token;
+        once the text is longer than ``block_size`` the window slides, every position changes, and each
+        step recomputes its window as without the cache. The tokens are the same either way. Call
+        ``model.eval()`` first if the model has dropout. ``top_k=1`` is greedy (argmax) decoding.
         """
+        cache = self.new_cache() if use_cache else None
         for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size :]  # (B, <=block_size)
-            logits = self(idx_cond).logits  # (B, T, V)
+            if cache is not None and idx.size(1) <= self.config.block_size:
+                logits = self(idx[:, cache.length :], cache=cache).logits  # only the tokens not cached yet
+            else:
+                cache = None  # the window slides: positions shift, the cache no longer applies
+                logits = self(idx[:, -self.config.block_size :]).logits  # (B, <=block_size, V)
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat((idx, next_id), dim=1)  # (B, T+1)
         return idx
