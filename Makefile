@@ -41,9 +41,12 @@ browser-deps:
 	  else echo "No /usr/bin/chromium and not root with apt-get: the browser test will be skipped"; fi; \
 	fi
 
-# Unit, reference and browser tests, then every notebook under the portability check.
+# Unit and reference tests (two workers), then the browser tests on their own (notebook 04, which they run in
+# JupyterLab, times its attention loops: beside another worker's tests those timings are not the machine's),
+# then every notebook under the portability check.
 test: $(STAMP) browser-deps
-	$(PY) -m pytest tests -q -rs -n 2 --dist loadfile
+	$(PY) -m pytest tests -q -rs -n 2 --dist loadfile -m "not browser"
+	$(PY) -m pytest tests -q -rs -m browser
 	@$(MAKE) --no-print-directory test-portable
 
 test-unit: $(STAMP)

@@ -9,6 +9,8 @@ from ._core import *  # noqa: F401,F403
 from ._core import __all__ as _core_all
 from .adaptation import *  # noqa: F401,F403
 from .adaptation import __all__ as _adaptation_all
+from .assistant import *  # noqa: F401,F403
+from .assistant import __all__ as _assistant_all
 from .attention import *  # noqa: F401,F403
 from .attention import __all__ as _attention_all
 from .blocks import *  # noqa: F401,F403
@@ -26,5 +28,5 @@ from .tokens import __all__ as _tokens_all
 from .translation import *  # noqa: F401,F403
 from .translation import __all__ as _translation_all
 
-__all__ = [*_core_all, *_adaptation_all, *_attention_all, *_blocks_all, *_icl_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all,
+__all__ = [*_core_all, *_adaptation_all, *_assistant_all, *_attention_all, *_blocks_all, *_icl_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all,
            *_translation_all]
