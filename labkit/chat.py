@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["ROLES", "CHAT_TOKENS", "ChatTemplate", "Rendered", "resize_token_embeddings"]
+__all__ = ["ROLES", "CHAT_TOKENS", "ChatTemplate", "Rendered", "resize_token_embeddings", "respond"]
 
 ROLES = ("system", "user", "assistant")
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")  # the three role markers, then the end
@@ -158,3 +158,47 @@ def resize_token_embeddings(model: nn.Module, new_vocab_size: int) -> nn.Module:
     if hasattr(model, "config"):
         model.config.vocab_size = new_vocab_size
     return model
+
+
+@torch.no_grad()
+def respond(model: nn.Module, prompts: Sequence[Sequence[int]], end_id: int, max_new_tokens: int = 32,
+            temperature: float = 0.0, generator: torch.Generator | None = None,
+            batch_size: int = 128) -> list[list[int]]:
+    """The model's answer to each prompt (token ids ending with the assistant's marker), up to and without
+    ``end_id`` or ``max_new_tokens`` tokens. ``temperature`` 0 is greedy decoding, above 0 sampling (seed it
+    with ``generator``). Prompts of equal length are generated together, with the model's KV cache, so the
+    answers are what one-at-a-time generation would give (no padding is involved)."""
+    from .generate import sample_next
+
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    block = model.config.block_size
+    answers: list[list[int] | None] = [None] * len(prompts)
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        if not 0 < len(p) <= block - 1:
+            raise ValueError(f"prompt {i} is {len(p)} tokens; it must be 1 to {block - 1} (the context is {block})")
+        by_length.setdefault(len(p), []).append(i)
+    for length, rows in sorted(by_length.items()):
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            idx = torch.tensor([list(prompts[i]) for i in chunk], dtype=torch.long)
+            steps = min(max_new_tokens, block - length)
+            cache = model.new_cache()
+            logits = model(idx, cache=cache).logits[:, -1, :]
+            out = torch.empty(len(chunk), 0, dtype=torch.long)
+            done = torch.zeros(len(chunk), dtype=torch.bool)
+            for _ in range(steps):
+                if temperature > 0:
+                    nxt = sample_next(logits, temperature, generator=generator)
+                else:
+                    nxt = logits.argmax(-1, keepdim=True)
+                out = torch.cat((out, nxt), dim=1)
+                done |= nxt.squeeze(1) == end_id
+                if bool(done.all()) or out.size(1) == steps:
+                    break
+                logits = model(nxt, cache=cache).logits[:, -1, :]
+            for j, i in enumerate(chunk):
+                ids = out[j].tolist()
+                answers[i] = ids[: ids.index(end_id)] if end_id in ids else ids
+    return answers  # type: ignore[return-value]

@@ -1,0 +1,90 @@
+"""The instruction set of notebook 12 (labkit.instruct) and batched chat generation (labkit.chat.respond)."""
+
+import random
+
+import pytest
+import torch
+
+from labkit import instruct as ins
+from labkit.chat import ChatTemplate, resize_token_embeddings, respond
+from labkit.models.gpt import GPT, GPTConfig
+from labkit.tokenizers import CharTokenizer
+
+SENTENCES = ["Tom is late.", "I can't swim, can you?", "We ate the cake at noon.", "Go.",
+             "This sentence has far too many words to be used here at all."]
+SMS = [("spam", "WIN a FREE prize now! Call 0800"), ("ham", "see you at 6"), ("ham", "ok, on my way")]
+
+
+def test_each_task_has_the_right_answer():
+    rng = random.Random(0)
+    s = "I can't swim, can you?"
+    assert ins.words_of(s) == ["I", "can't", "swim", "can", "you"]
+    answers = {t: ins.make_example(t, s, rng).answer for t in ("repeat", "reverse", "count", "first_word",
+                                                              "last_word", "first_and_last")}
+    assert answers == {"repeat": s, "reverse": "you can swim can't I", "count": "5", "first_word": "I",
+                       "last_word": "you", "first_and_last": "I you"}
+    assert ins.make_example("spam", "WIN now", rng, label="spam").answer == "spam"
+    assert ins.make_example("spam", "hi mum", rng, label="ham").answer == "not spam"
+    w = ins.make_example("write", "We ate the cake at noon.", rng)
+    assert w.word in ("cake", "noon") and w.answer == "We ate the cake at noon." and w.input == ""
+    with pytest.raises(ValueError, match="unknown task"):
+        ins.make_example("translate", s, rng)
+
+
+def test_held_out_phrasings_are_never_trained_on():
+    train = ins.build_examples(SENTENCES, SMS, ins.TRAINED_TASKS, 40, seed=0)
+    held = ins.build_examples(SENTENCES, SMS, ins.TRAINED_TASKS, 40, seed=0, held_out_phrasing=True)
+    trained = {e.instruction for e in train}
+    assert trained and not trained & {e.instruction for e in held}
+    assert {e.instruction for e in held} == {ins.TASKS[t].held_out_phrasing for t in ins.TRAINED_TASKS}
+    assert len(train) == 40 * len(ins.TRAINED_TASKS)
+    assert all("too many words" not in e.input and e.input != "Go." for e in train)  # 3 to 8 words only
+    spam = [e for e in train if e.task == "spam"]
+    assert sum(e.answer == "spam" for e in spam) == len(spam) // 2  # balanced
+    assert ins.HELD_OUT_TASK not in ins.TRAINED_TASKS
+
+
+def test_the_judge_scores_what_it_says():
+    good = ins.judge("cake", "We ate the cake.")
+    assert good == ins.JudgeScore(2 + 1 - 0.4, True, True, 0, 4)
+    assert ins.judge("cake", "We ate the cake the cake").score < ins.judge("cake", "We ate the cake").score
+    assert ins.judge("cake", "We ate.").score < good.score  # the word matters most
+    assert ins.judge("cake", "We ate the big cake.").score < good.score  # shorter is better
+    assert ins.exact_match(" I you ", "I you") and not ins.exact_match("i you", "I you")
+
+
+def _tiny_chat_model():
+    tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz .?\n")
+    chat = ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, block_size=32)).eval()
+    resize_token_embeddings(model, chat.vocab_size)
+    return tok, chat, model
+
+
+def test_respond_gives_what_one_at_a_time_generation_gives():
+    tok, chat, model = _tiny_chat_model()
+    prompts = [chat.render([{"role": "user", "content": t}], add_generation_prompt=True).ids
+               for t in ["ab", "cd", "hello there", "xy", "a b c d e f"]]
+    answers = respond(model, prompts, chat.end_id, max_new_tokens=8)
+    for p, a in zip(prompts, answers):
+        full = model.generate(torch.tensor([p]), 8, top_k=1, use_cache=False)[0, len(p):].tolist()
+        expect = full[: full.index(chat.end_id)] if chat.end_id in full else full
+        assert a == expect
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert respond(model, prompts, chat.end_id, 8, temperature=1.0, generator=g1) == \
+        respond(model, prompts, chat.end_id, 8, temperature=1.0, generator=g2)
+
+
+def test_respond_stops_at_the_end_marker_and_refuses_long_prompts():
+    tok, chat, model = _tiny_chat_model()
+    head = torch.nn.Linear(model.config.n_embd, chat.vocab_size)  # the end marker is every step's argmax
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[chat.end_id] = 1.0
+    model.lm_head = head
+    prompt = chat.render([{"role": "user", "content": "hi"}], add_generation_prompt=True).ids
+    assert respond(model, [prompt], chat.end_id, 8) == [[]]
+    with pytest.raises(ValueError, match="tokens; it must be 1 to 31"):
+        respond(model, [[0] * 40], chat.end_id, 8)
