@@ -6,7 +6,7 @@ answer is scored by exact match. Every task has three phrasings to train on and 
 held out; ``first_and_last`` is a whole task held out (it combines two trained tasks). ``write`` (a
 sentence with a given word) has no single answer: it is the task the preference judge scores.
 
-    tasks = build_examples(sentences, sms, n_per_task=1000, seed=0)      # list of Example
+    examples = build_examples(sentences, sms, TRAINED_TASKS, n_per_task=1000, seed=0)  # list of Example
     conversation = example.messages()                                   # [{"role": "user", ...}, ...]
     score = exact_match(answer, example.answer)
 """
@@ -119,20 +119,13 @@ def make_example(task: str, text: str, rng: random.Random, held_out_phrasing: bo
     return Example(task, phrasing, text, _answer(task, text, label), held_out_phrasing)
 
 
-def _usable(task: str, text: str) -> bool:
-    n = len(words_of(text))
-    if task == JUDGED_TASK:
-        return 3 <= n <= 8 and any(len(w) >= 4 and w.isalpha() for w in words_of(text))
-    return 3 <= n <= 8  # short sentences: every answer fits the context with room to spare
-
-
 def build_examples(sentences: Sequence[str], sms: Sequence[tuple[str, str]], tasks: Sequence[str],
                    n_per_task: int, seed: int = 0, held_out_phrasing: bool = False,
                    max_sms_chars: int = 160) -> list[Example]:
     """``n_per_task`` examples of each task, from ``sentences`` (3-8 words) and ``sms`` ((label, text) pairs,
     at most ``max_sms_chars`` characters, half spam and half not), in a seeded order."""
     rng = random.Random(seed)
-    short = [s for s in sentences if 3 <= len(words_of(s)) <= 8]
+    short = [s for s in sentences if 3 <= len(words_of(s)) <= 8]  # every answer fits the context with room to spare
     spam = [t for lab, t in sms if lab == "spam" and len(t) <= max_sms_chars]
     ham = [t for lab, t in sms if lab != "spam" and len(t) <= max_sms_chars]
     out = []
@@ -144,7 +137,8 @@ def build_examples(sentences: Sequence[str], sms: Sequence[tuple[str, str]], tas
                 label, pool = ("spam", spam) if i % 2 == 0 else ("ham", ham)
                 out.append(make_example(task, rng.choice(pool), rng, held_out_phrasing, label))
         else:
-            pool = [s for s in short if _usable(task, s)]
+            pool = short if task != JUDGED_TASK else [
+                s for s in short if any(len(w) >= 4 and w.isalpha() for w in words_of(s))]
             if not pool:
                 raise ValueError(f"no sentence of 3-8 words for task {task!r}")
             out += [make_example(task, rng.choice(pool), rng, held_out_phrasing) for _ in range(n_per_task)]
