@@ -29,7 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["ROLES", "CHAT_TOKENS", "ChatTemplate", "Rendered", "resize_token_embeddings", "respond"]
+__all__ = ["ROLES", "CHAT_TOKENS", "ChatTemplate", "Rendered", "resize_token_embeddings", "respond",
+           "length_grouped_batches"]
 
 ROLES = ("system", "user", "assistant")
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")  # the three role markers, then the end
@@ -127,6 +128,37 @@ class ChatTemplate:
         if run:
             out.append(self.decode_text(run))
         return "".join(out)
+
+
+def length_grouped_batches(template: ChatTemplate, conversations: Sequence[Sequence[dict]], batch_size: int,
+                           block_size: int | None = None, seed: int = 0,
+                           window: int = 32) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """``get_batch(step)`` for ``labkit.train``: random batches of ``batch_size`` conversations, drawn with
+    replacement, padded as ``template.batch`` pads them. Padding is wasted compute, so it draws
+    ``window`` batches' worth at a time, sorts them by length and hands out the sorted slices in a random
+    order: a batch holds conversations of similar length, and over a window every conversation is as
+    likely as in plain random batches. (On notebook 12's instructions: 2.8x fewer padded tokens.)"""
+    if batch_size < 1 or window < 1:
+        raise ValueError(f"batch_size and window must be >= 1, got {batch_size} and {window}")
+    if not conversations:
+        raise ValueError("no conversations to draw batches from")
+    lengths = [len(template.render(c).ids) for c in conversations]
+    if block_size is not None and max(lengths) - 1 > block_size:
+        k = max(range(len(lengths)), key=lengths.__getitem__)
+        raise ValueError(f"conversation {k} is {lengths[k] - 1} tokens, more than the model's context ({block_size}): "
+                         "shorten it or leave it out")
+    gen = torch.Generator().manual_seed(seed)
+    queue: list[list[int]] = []
+
+    def get_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not queue:
+            drawn = torch.randint(len(conversations), (batch_size * window,), generator=gen).tolist()
+            drawn.sort(key=lengths.__getitem__)
+            slices = [drawn[i : i + batch_size] for i in range(0, len(drawn), batch_size)]
+            queue.extend(slices[i] for i in torch.randperm(len(slices), generator=gen).tolist())
+        return template.batch([conversations[i] for i in queue.pop()], block_size)
+
+    return get_batch
 
 
 @torch.no_grad()

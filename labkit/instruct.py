@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 __all__ = ["Task", "TASKS", "TRAINED_TASKS", "HELD_OUT_TASK", "JUDGED_TASK", "Example", "words_of",
            "make_example", "build_examples", "exact_match", "judge", "JudgeScore"]
@@ -120,28 +120,32 @@ def make_example(task: str, text: str, rng: random.Random, held_out_phrasing: bo
 
 
 def build_examples(sentences: Sequence[str], sms: Sequence[tuple[str, str]], tasks: Sequence[str],
-                   n_per_task: int, seed: int = 0, held_out_phrasing: bool = False,
-                   max_sms_chars: int = 160) -> list[Example]:
-    """``n_per_task`` examples of each task, from ``sentences`` (3-8 words) and ``sms`` ((label, text) pairs,
-    at most ``max_sms_chars`` characters, half spam and half not), in a seeded order."""
+                   n_per_task: int | Mapping[str, int], seed: int = 0, held_out_phrasing: bool = False,
+                   max_sms_chars: int = 160, max_words: int = 8) -> list[Example]:
+    """``n_per_task`` examples of each task (a number, or one per task), from ``sentences`` (3 to
+    ``max_words`` words) and ``sms`` ((label, text) pairs, at most ``max_sms_chars`` characters, half spam
+    and half not), in a seeded order."""
     rng = random.Random(seed)
-    short = [s for s in sentences if 3 <= len(words_of(s)) <= 8]  # every answer fits the context with room to spare
+    short = [s for s in sentences if 3 <= len(words_of(s)) <= max_words]  # answers fit the context with room
     spam = [t for lab, t in sms if lab == "spam" and len(t) <= max_sms_chars]
     ham = [t for lab, t in sms if lab != "spam" and len(t) <= max_sms_chars]
     out = []
     for task in tasks:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
+        n = n_per_task if isinstance(n_per_task, int) else n_per_task[task]
         if TASKS[task].source == "sms":
             if not spam or not ham:
                 raise ValueError("the spam task needs both spam and non-spam messages")
-            for i in range(n_per_task):
+            for i in range(n):
                 label, pool = ("spam", spam) if i % 2 == 0 else ("ham", ham)
                 out.append(make_example(task, rng.choice(pool), rng, held_out_phrasing, label))
         else:
             pool = short if task != JUDGED_TASK else [
                 s for s in short if any(len(w) >= 4 and w.isalpha() for w in words_of(s))]
             if not pool:
-                raise ValueError(f"no sentence of 3-8 words for task {task!r}")
-            out += [make_example(task, rng.choice(pool), rng, held_out_phrasing) for _ in range(n_per_task)]
+                raise ValueError(f"no sentence of 3-{max_words} words for task {task!r}")
+            out += [make_example(task, rng.choice(pool), rng, held_out_phrasing) for _ in range(n)]
     rng.shuffle(out)
     return out
 
@@ -156,15 +160,19 @@ class JudgeScore(NamedTuple):
     uses_word: bool
     full_stop: bool
     repeats: int
+    unknown: int
     n_words: int
 
 
-def judge(word: str, answer: str) -> JudgeScore:
+def judge(word: str, answer: str, known_words: set[str] | frozenset[str] | None = None) -> JudgeScore:
     """The preference judge for ``write``, a rule a reader can check by eye: an answer gets 2 points for using
-    the word, 1 for ending with a full stop, loses 1 per repeated word and 0.1 per word (shorter is better).
-    Of two answers the one with the higher score is preferred."""
+    the word, 1 for ending with a full stop, loses 1 per repeated word, 1 per word not in ``known_words``
+    (lower-case; e.g. every word of the training sentences: made-up words lose) and 0.1 per word (shorter
+    is better). Of two answers the one with the higher score is preferred."""
     w = [x.lower() for x in words_of(answer)]
     uses = word.lower() in w
     stop = answer.strip().endswith(".")
     repeats = len(w) - len(set(w))
-    return JudgeScore(2.0 * uses + 1.0 * stop - 1.0 * repeats - 0.1 * len(w), uses, stop, repeats, len(w))
+    unknown = sum(x not in known_words for x in w) if known_words is not None else 0
+    return JudgeScore(2.0 * uses + 1.0 * stop - 1.0 * repeats - 1.0 * unknown - 0.1 * len(w), uses, stop, repeats,
+                      unknown, len(w))

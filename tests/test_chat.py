@@ -86,3 +86,30 @@ def test_an_sft_step_learns_the_assistants_tokens_only():
         model(x, y).loss.backward()
         opt.step()
     assert model(x, y).loss.item() < 0.5 * loss.item()
+
+
+def test_length_grouped_batches_pad_less_and_draw_every_conversation():
+    from labkit.chat import length_grouped_batches
+
+    rng = torch.Generator().manual_seed(0)
+    convs = [[{"role": "user", "content": "q" * int(n)}, {"role": "assistant", "content": "a"}]
+             for n in torch.randint(1, 40, (200,), generator=rng)]
+    get_batch = length_grouped_batches(CHAT, convs, batch_size=8, seed=0, window=16)
+    padded = 0
+    seen = set()
+    for step in range(64):
+        idx, targets = get_batch(step)
+        lengths = (targets != -100).sum(1)  # one assistant token + the end marker per row
+        assert (lengths == 2).all()
+        seen.update((idx != END).sum(1).tolist())  # each row's unpadded length (its last token is the end)
+        padded += idx.numel()
+    # random batches of conversations 1-39 long pad every batch to ~its longest; grouped ones barely at all
+    mean_len = sum(len(CHAT.render(c).ids) - 1 for c in convs) / len(convs)
+    assert padded / (64 * 8) < 1.25 * mean_len
+    assert seen == {len(CHAT.render(c).ids) - 2 for c in convs}  # the sorted slices still cover every length
+    again = length_grouped_batches(CHAT, convs, batch_size=8, seed=0, window=16)
+    assert torch.equal(again(0)[0], length_grouped_batches(CHAT, convs, batch_size=8, seed=0, window=16)(0)[0])
+    with pytest.raises(ValueError, match="context"):
+        length_grouped_batches(CHAT, convs, batch_size=8, block_size=10)
+    with pytest.raises(ValueError, match="batch_size"):
+        length_grouped_batches(CHAT, convs, batch_size=0)

@@ -46,7 +46,11 @@ def test_held_out_phrasings_are_never_trained_on():
 
 def test_the_judge_scores_what_it_says():
     good = ins.judge("cake", "We ate the cake.")
-    assert good == ins.JudgeScore(2 + 1 - 0.4, True, True, 0, 4)
+    assert good == ins.JudgeScore(2 + 1 - 0.4, True, True, 0, 0, 4)
+    known = {"we", "ate", "the", "cake"}
+    assert ins.judge("cake", "We ate the cake.", known) == good
+    assert ins.judge("cake", "We atte the cake.", known).unknown == 1  # a made-up word loses a point
+    assert ins.judge("cake", "Wecake.", known).score < good.score
     assert ins.judge("cake", "We ate the cake the cake").score < ins.judge("cake", "We ate the cake").score
     assert ins.judge("cake", "We ate.").score < good.score  # the word matters most
     assert ins.judge("cake", "We ate the big cake.").score < good.score  # shorter is better
@@ -88,3 +92,13 @@ def test_respond_stops_at_the_end_marker_and_refuses_long_prompts():
     assert respond(model, [prompt], chat.end_id, 8) == [[]]
     with pytest.raises(ValueError, match="tokens; it must be 1 to 31"):
         respond(model, [[0] * 40], chat.end_id, 8)
+
+
+def test_build_examples_takes_counts_per_task_and_a_length_limit():
+    ex = ins.build_examples(SENTENCES, SMS, ("repeat", "spam"), {"repeat": 5, "spam": 2}, seed=0, max_words=3)
+    assert sum(e.task == "repeat" for e in ex) == 5 and sum(e.task == "spam" for e in ex) == 2
+    assert {e.input for e in ex if e.task == "repeat"} == {"Tom is late."}  # the only sentence of 3 words
+    with pytest.raises(ValueError, match="3-2 words"):
+        ins.build_examples(SENTENCES, SMS, ("repeat",), 1, max_words=2)
+    with pytest.raises(ValueError, match="unknown task"):
+        ins.build_examples(SENTENCES, SMS, ("summarise",), 1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import bert_english, gpt_icl, gpt_shakespeare, seq2seq_fra
+from . import bert_english, gpt_english, gpt_icl, gpt_shakespeare, seq2seq_fra
 from .gpt_shakespeare import (
     LAB,
     NANOGPT,
@@ -39,9 +39,9 @@ from .gpt_shakespeare import (
     zoo_meta,
 )
 
-RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl")  # labkit.recipes.<name>, each with a register()
+RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english")  # labkit.recipes.<name>, each with a register()
 
-__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", *gpt_shakespeare.__all__]
+__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", *gpt_shakespeare.__all__]
 __all__.remove("register")
 
 

@@ -17,10 +17,16 @@ Why a new model rather than ``gpt-shakespeare``: notebook 12 teaches it to follo
 sentences (repeat, reverse, count their words, ...). That needs a vocabulary of words rather than
 characters (a sentence is ~10 tokens, not one per character), a context that holds an instruction and its answer
 (128 tokens), and modern everyday English. And it needs text that repeats itself within the context:
-that is where a model learns to copy (induction heads, notebook 11). Measured on a 2-core CPU (2026-12-01):
-pretrained on the sentences in a shuffled order, then instruction-tuned for 400 steps, the model could not
-repeat a sentence (0 of 100) or find its last word (4-8 of 100); pretrained on paragraphs of neighbours,
-the same tuning finds the first word 95 times in 100 and the last 22 (``paragraph`` is the lever).
+that is where a model learns to copy (induction heads, notebook 11). Measured on a 2-core CPU (2026-12-01),
+as the loss per token on a held-out sentence the first and the second time it appears in a row, and after
+the same 400 steps of instruction tuning:
+
+    pretraining text                                     1st -> 2nd copy   repeat   last word
+    every sentence once, shuffled                        3.05 -> 2.97      0.00     0.04-0.08
+    paragraph=6 (neighbours in the sorted file)          3.16 -> 2.76      0.02     0.22
+    + keep_duplicates, muon_weight_decay=0.5 (default)   3.27 -> 2.11      0.20     0.16
+
+The default pretrains in ~170 s (500 steps, ~12k tokens/s).
 """
 
 from __future__ import annotations
@@ -56,8 +62,8 @@ GPT_ENGLISH = EnglishLMRecipe(
     n_layer=4, n_head=4, n_embd=128, block_size=128,
     pos_emb="rope", mlp="relu2", tie_weights=False, bias=False, dropout=0.0, zero_init=True,
     optimizer="muon", steps=500, batch_size=32, lr=3e-2, muon_lr=0.025, muon_momentum=0.9,
-    betas=(0.9, 0.99), weight_decay=0.1, muon_weight_decay=0.0, warmup_steps=50, min_lr_ratio=0.1,
-    grad_clip=1.0, seed=1337, paragraph=6,
+    betas=(0.9, 0.99), weight_decay=0.1, warmup_steps=50, min_lr_ratio=0.1,
+    grad_clip=1.0, seed=1337, paragraph=6, keep_duplicates=True, muon_weight_decay=0.5,
 )  # fmt: skip
 
 
@@ -132,5 +138,5 @@ def register() -> None:
         description="BPE GPT (4 layers, 4 heads, 128 wide, 128-token context, 2,048-token vocabulary) "
                     "pretrained on the English Tatoeba sentences with the lab's CPU recipe",
         build=f"{__name__}:build_gpt_english", train=f"{__name__}:train_gpt_english",
-        version=1, minutes_cpu=2,
+        version=1, minutes_cpu=3,
     ), overwrite=True)  # fmt: skip
