@@ -137,7 +137,8 @@ def length_grouped_batches(template: ChatTemplate, conversations: Sequence[Seque
     replacement, padded as ``template.batch`` pads them. Padding is wasted compute, so it draws
     ``window`` batches' worth at a time, sorts them by length and hands out the sorted slices in a random
     order: a batch holds conversations of similar length, and over a window every conversation is as
-    likely as in plain random batches. (On notebook 12's instructions: 2.8x fewer padded tokens.)"""
+    likely as in plain random batches. (On notebook 12's instruction set, 500 batches of 32: 2.7x fewer tokens
+    in all, padding 4% of them instead of 65%.)"""
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, got {batch_size} and {window}")
     if not conversations:
