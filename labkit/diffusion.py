@@ -1,0 +1,209 @@
+"""Diffusion models (notebook 13): the noise schedules and samplers, apart from the network, as in diffusers.
+
+Three roles, kept apart so each can be read (and swapped) on its own:
+
+* a **scheduler** knows the noise schedule: ``add_noise`` runs the forward process
+  x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, and ``step`` one step of the reverse process;
+* a **network** predicts the noise eps from (x_t, t[, label]) and knows nothing of schedules
+  (``labkit.models.unet.UNet``);
+* the **loop** (``sample``) starts from pure noise and calls the two in turn.
+
+``DDPMScheduler`` (Ho et al., 2020) takes all ``num_train_timesteps`` steps; ``DDIMScheduler`` (Song et al.,
+2021) takes a few evenly spaced ones (``set_timesteps``), deterministically when ``eta`` is 0. Both follow
+diffusers' classes of the same names with their default settings (epsilon prediction, "fixed_small" variance,
+the predicted x_0 clipped to [-1, 1], DDIM's "leading" spacing and final abar of 1), and are tested against
+them::
+
+    scheduler = DDPMScheduler(1000, beta_schedule="cosine")
+    x_t = scheduler.add_noise(x0, noise, t)                          # training: predict noise from x_t
+    images = sample(model, DDIMScheduler(1000).set_timesteps(50), (16, 1, 16, 16), labels=labels, guidance_scale=2.0)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["make_betas", "DDPMScheduler", "DDIMScheduler", "guided_noise", "sample"]
+
+
+def make_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+               beta_schedule: str = "linear") -> torch.Tensor:
+    """The noise added at each step, beta_1..beta_T (float32): ``"linear"`` from ``beta_start`` to ``beta_end``
+    (Ho et al.), or ``"cosine"`` (Nichol & Dhariwal, 2021: abar_t = cos^2(((t/T + 0.008) / 1.008) pi/2), each beta
+    capped at 0.999; diffusers' "squaredcos_cap_v2")."""
+    if num_train_timesteps < 1:
+        raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
+    if beta_schedule == "linear":
+        if not 0 < beta_start <= beta_end < 1:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start} and {beta_end}")
+        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+    if beta_schedule == "cosine":
+        def abar(s: float) -> float:
+            return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        T = num_train_timesteps
+        return torch.tensor([min(1 - abar((i + 1) / T) / abar(i / T), 0.999) for i in range(T)], dtype=torch.float32)
+    raise ValueError(f"unknown beta_schedule {beta_schedule!r}: use 'linear' or 'cosine'")
+
+
+class _Schedule:
+    """What both schedulers share: the betas, abar_t (``alphas_cumprod``), ``add_noise`` and the clip."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", clip_sample: bool = True):
+        self.num_train_timesteps = num_train_timesteps
+        self.beta_schedule = beta_schedule
+        self.clip_sample = clip_sample
+        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)  # abar_t: how much of x_0 is left at t
+
+    def _check_t(self, t) -> int:
+        t = int(t)
+        if not 0 <= t < self.num_train_timesteps:
+            raise ValueError(f"timestep {t} is outside 0..{self.num_train_timesteps - 1}")
+        return t
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, with ``t`` one timestep or one
+        per sample of the batch (shape (B,))."""
+        if x0.shape != noise.shape:
+            raise ValueError(f"x0 and noise must have one shape, got {tuple(x0.shape)} and {tuple(noise.shape)}")
+        t = torch.as_tensor(t, device=x0.device).long().reshape(-1)
+        if t.numel() not in (1, x0.shape[0]):
+            raise ValueError(f"give one timestep or one per sample ({x0.shape[0]}), got {t.numel()}")
+        if t.min() < 0 or t.max() >= self.num_train_timesteps:
+            raise ValueError(f"timesteps must be in 0..{self.num_train_timesteps - 1}")
+        abar = self.alphas_cumprod.to(x0.device, x0.dtype)[t].reshape(-1, *[1] * (x0.dim() - 1))
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def snr(self) -> torch.Tensor:
+        """The signal-to-noise ratio abar_t / (1 - abar_t) at every timestep."""
+        return self.alphas_cumprod / (1 - self.alphas_cumprod)
+
+    def predict_x0(self, eps: torch.Tensor, t: int, x_t: torch.Tensor) -> torch.Tensor:
+        """The x_0 that ``eps`` implies: (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to [-1, 1] if
+        ``clip_sample``."""
+        abar = self.alphas_cumprod[t]
+        x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+        return x0.clamp(-1, 1) if self.clip_sample else x0
+
+
+def _noise_like(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+    if noise is None:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if noise.shape != x.shape:
+        raise ValueError(f"noise must have the sample's shape {tuple(x.shape)}, got {tuple(noise.shape)}")
+    return noise
+
+
+class DDPMScheduler(_Schedule):
+    """Ancestral sampling over every timestep: ``timesteps`` is T-1, ..., 0."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", clip_sample: bool = True):
+        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, clip_sample)
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
+
+    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, noise: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_{t-1} from x_t and the predicted noise: the mean of q(x_{t-1} | x_t, x_0) at the predicted x_0,
+        plus sigma_t * ``noise`` (drawn from ``generator`` when not given), with
+        sigma_t^2 = (1 - abar_{t-1}) / (1 - abar_t) * beta_t; no noise at t = 0."""
+        t = self._check_t(t)
+        abar_t = self.alphas_cumprod[t]
+        abar_prev = self.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
+        beta_t = 1 - abar_t / abar_prev
+        x0 = self.predict_x0(eps, t, x_t)
+        mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)) * x0 + ((1 - beta_t).sqrt() * (1 - abar_prev) / (1 - abar_t)) * x_t
+        if t == 0:
+            return mean
+        variance = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
+        return mean + variance.sqrt() * _noise_like(x_t, noise, generator)
+
+
+class DDIMScheduler(_Schedule):
+    """Sampling with a few of the timesteps: call ``set_timesteps(n)`` first ("leading" spacing: for 1000
+    and 50, 980, 960, ..., 0). With ``eta`` = 0 each step is deterministic."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", clip_sample: bool = True):
+        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, clip_sample)
+        self.num_inference_steps: int | None = None
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
+
+    def set_timesteps(self, num_inference_steps: int) -> "DDIMScheduler":
+        """Use ``num_inference_steps`` evenly spaced timesteps, t = k * (T // n) for k = n-1, ..., 0. Returns self."""
+        if not 1 <= num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must be 1..{self.num_train_timesteps}, got {num_inference_steps}")
+        self.num_inference_steps = num_inference_steps
+        ratio = self.num_train_timesteps // num_inference_steps
+        self.timesteps = torch.arange(num_inference_steps - 1, -1, -1) * ratio
+        return self
+
+    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, eta: float = 0.0, noise: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """x at the previous of the chosen timesteps (t - T // n): sqrt(abar_prev) x0_hat plus
+        sqrt(1 - abar_prev - sigma^2) eps pointing back towards x_t, plus sigma * ``noise`` when ``eta`` > 0, with
+        sigma = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)) (eq. 12 of Song et al.)."""
+        if self.num_inference_steps is None:
+            raise RuntimeError("call set_timesteps(n) before step: DDIM needs to know how many steps it takes")
+        t = self._check_t(t)
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        prev = t - self.num_train_timesteps // self.num_inference_steps
+        abar_t = self.alphas_cumprod[t]
+        abar_prev = self.alphas_cumprod[prev] if prev >= 0 else torch.tensor(1.0)
+        x0 = self.predict_x0(eps, t, x_t)
+        sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
+        x_prev = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).sqrt() * eps
+        if eta > 0:
+            x_prev = x_prev + sigma * _noise_like(x_t, noise, generator)
+        return x_prev
+
+
+def guided_noise(model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                 guidance_scale: float | None = None) -> torch.Tensor:
+    """The network's noise prediction for a batch at timesteps ``t`` (B,). With ``labels`` and a
+    ``guidance_scale`` w, classifier-free guidance (Ho & Salimans, 2021): (1 + w) eps(x, label) - w eps(x, null),
+    the null label being ``model.null_class``; w = 0 is the plain conditional prediction, larger w pushes
+    samples further towards their label."""
+    if labels is None or not guidance_scale:
+        return model(x, t, labels)
+    null = getattr(model, "null_class", None)
+    if null is None:
+        raise ValueError("classifier-free guidance needs a model trained with a null class (model.null_class)")
+    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, null)]))
+    cond, uncond = both.chunk(2)
+    return (1 + guidance_scale) * cond - guidance_scale * uncond
+
+
+@torch.no_grad()
+def sample(model: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, shape: tuple[int, ...],
+           guidance_scale: float | None = None, labels: torch.Tensor | None = None, progress: bool = True,
+           generator: torch.Generator | None = None, eta: float = 0.0,
+           callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Generate a batch of ``shape`` from pure noise: at each of ``scheduler.timesteps``, predict the noise
+    (``guided_noise``) and take one ``scheduler.step``. ``callback(t, x)`` sees every intermediate x (for a strip
+    of the reverse process); ``eta`` is DDIM's. Seed with ``generator``."""
+    from tqdm.auto import tqdm
+
+    if labels is not None and labels.shape[0] != shape[0]:
+        raise ValueError(f"give one label per sample: {shape[0]} samples, {labels.shape[0]} labels")
+    was_training = model.training
+    model.eval()
+    x = torch.randn(shape, generator=generator)
+    for t in tqdm(scheduler.timesteps.tolist(), desc="sampling", disable=not progress, leave=False):
+        eps = guided_noise(model, x, torch.full((shape[0],), t, dtype=torch.long), labels, guidance_scale)
+        if isinstance(scheduler, DDIMScheduler):
+            x = scheduler.step(eps, t, x, eta=eta, generator=generator)
+        else:
+            x = scheduler.step(eps, t, x, generator=generator)
+        if callback is not None:
+            callback(t, x)
+    model.train(was_training)
+    return x
