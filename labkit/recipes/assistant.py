@@ -91,12 +91,11 @@ def sft(model: nn.Module, chat: ChatTemplate, examples: Sequence, recipe: SFTRec
     """Instruction-tune ``model`` in place on ``examples`` (the loss on the assistant's tokens only), with
     AdamW on ``parameters`` (default: all of them; pass ``lora_parameters(model)`` for LoRA-SFT)."""
     torch.manual_seed(recipe.seed)
-    params = list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     lr = recipe.lr if lr is None else lr
     if parameters is None:
         optimizer = make_optimizer(model, lr, 0.0, (0.9, 0.99))
     else:
-        optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+        optimizer = torch.optim.AdamW(list(parameters), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     get_batch = length_grouped_batches(chat, [e.messages() for e in examples], recipe.batch_size,
                                        model.config.block_size, seed=recipe.seed)
     config = TrainConfig(max_steps=steps or recipe.steps, lr=lr, warmup_steps=recipe.warmup_steps,
