@@ -17,6 +17,7 @@ them::
     scheduler = DDPMScheduler(1000, beta_schedule="cosine")
     x_t = scheduler.add_noise(x0, noise, t)                          # training: predict noise from x_t
     images = sample(model, DDIMScheduler(1000).set_timesteps(50), (16, 1, 16, 16), labels=labels, guidance_scale=2.0)
+    completed = inpaint(model, scheduler, images, mask)             # regenerate where mask is 0
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["make_betas", "DDPMScheduler", "DDIMScheduler", "guided_noise", "sample"]
+__all__ = ["make_betas", "DDPMScheduler", "DDIMScheduler", "guided_noise", "sample", "inpaint"]
 
 
 def make_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
@@ -182,6 +183,12 @@ def guided_noise(model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: tor
     return (1 + guidance_scale) * cond - guidance_scale * uncond
 
 
+def _step(scheduler, eps, t, x, eta, generator):
+    if isinstance(scheduler, DDIMScheduler):
+        return scheduler.step(eps, t, x, eta=eta, generator=generator)
+    return scheduler.step(eps, t, x, generator=generator)
+
+
 @torch.no_grad()
 def sample(model: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, shape: tuple[int, ...],
            guidance_scale: float | None = None, labels: torch.Tensor | None = None, progress: bool = True,
@@ -199,11 +206,54 @@ def sample(model: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, shape: tu
     x = torch.randn(shape, generator=generator)
     for t in tqdm(scheduler.timesteps.tolist(), desc="sampling", disable=not progress, leave=False):
         eps = guided_noise(model, x, torch.full((shape[0],), t, dtype=torch.long), labels, guidance_scale)
-        if isinstance(scheduler, DDIMScheduler):
-            x = scheduler.step(eps, t, x, eta=eta, generator=generator)
-        else:
-            x = scheduler.step(eps, t, x, generator=generator)
+        x = _step(scheduler, eps, t, x, eta, generator)
         if callback is not None:
             callback(t, x)
+    model.train(was_training)
+    return x
+
+
+@torch.no_grad()
+def inpaint(model: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, known: torch.Tensor, mask: torch.Tensor,
+            guidance_scale: float | None = None, labels: torch.Tensor | None = None, resample: int = 1,
+            progress: bool = True, generator: torch.Generator | None = None, eta: float = 0.0) -> torch.Tensor:
+    """Fill in the pixels where ``mask`` is 0, keeping those of ``known`` where it is 1 (``mask`` broadcasts
+    against ``known``). The sampling loop of ``sample``, plus one line: after each step, the known pixels are
+    replaced by ``known`` noised to the step's new timestep (``add_noise``), so the network completes an image
+    whose known part is always at the right noise level; the last step returns ``known`` exactly there.
+
+    Replacing alone lets the two parts disagree (the network sees the known part only through the noisy
+    pixels it is given, one step at a time): with ``resample`` = r > 1, each step is repeated r times, the
+    merged result noised back to the step's timestep in between, which gives the network time to make the
+    generated part agree with the known one (Lugmayr et al.'s RePaint, with jumps of one step)."""
+    from tqdm.auto import tqdm
+
+    mask = torch.as_tensor(mask, dtype=known.dtype)
+    try:
+        fits = torch.broadcast_shapes(mask.shape, known.shape) == known.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"mask {tuple(mask.shape)} does not broadcast to the images' shape {tuple(known.shape)}: give "
+                         "one of the images' shape (1 where a pixel is known, 0 where it is to be generated)")
+    if labels is not None and labels.shape[0] != known.shape[0]:
+        raise ValueError(f"give one label per image: {known.shape[0]} images, {labels.shape[0]} labels")
+    if resample < 1:
+        raise ValueError(f"resample must be >= 1 (1: no resampling), got {resample}")
+    was_training = model.training
+    model.eval()
+    abar = scheduler.alphas_cumprod
+    x = torch.randn(known.shape, generator=generator)
+    timesteps = scheduler.timesteps.tolist()
+    for i, t in enumerate(tqdm(timesteps, desc="inpainting", disable=not progress, leave=False)):
+        prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
+        for r in range(resample if prev is not None else 1):
+            if r > 0:  # back from prev to t: x_t = sqrt(abar_t / abar_prev) x_prev + sqrt(1 - abar_t / abar_prev) z
+                a = abar[t] / abar[prev]
+                x = a.sqrt() * x + (1 - a).sqrt() * torch.randn(known.shape, generator=generator)
+            eps = guided_noise(model, x, torch.full((known.shape[0],), t, dtype=torch.long), labels, guidance_scale)
+            x = _step(scheduler, eps, t, x, eta, generator)
+            known_t = known if prev is None else scheduler.add_noise(known, torch.randn(known.shape, generator=generator), prev)
+            x = mask * known_t + (1 - mask) * x
     model.train(was_training)
     return x

@@ -137,3 +137,44 @@ def test_bad_input_is_refused_with_what_to_do():
         DDPMScheduler(100).step(torch.zeros(1), 100, torch.zeros(1))
     with pytest.raises(ValueError, match="one per sample"):
         DDPMScheduler(100).add_noise(torch.zeros(4, 2), torch.zeros(4, 2), torch.tensor([1, 2]))
+
+
+class CorrelatedOracle(nn.Module):
+    """The exact noise prediction for 2-D data x0 ~ N(0, S): E[eps | x_t] = sqrt(1 - abar) (abar S + (1 - abar) I)^-1 x_t."""
+
+    def __init__(self, scheduler, cov):
+        super().__init__()
+        self.abar, self.cov = scheduler.alphas_cumprod, cov
+
+    def forward(self, x, t, labels=None):
+        a = self.abar[t].reshape(-1, 1, 1)
+        m = a * self.cov + (1 - a) * torch.eye(2)
+        return (1 - a.reshape(-1, 1)).sqrt() * torch.linalg.solve(m, x.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("make", [lambda: DDPMScheduler(1000, clip_sample=False),
+                                  lambda: DDIMScheduler(1000, clip_sample=False).set_timesteps(50)])
+def test_inpainting_keeps_the_known_part_and_completes_the_rest_from_it(make):
+    """Data whose two coordinates are correlated (rho = 0.9): knowing x_1 = 1, the unknown x_2 should come out
+    near its conditional mean 0.9 (the unconditional mean is 0), and x_1 exactly as given. Replacing the known
+    part alone gets only part of the way (measured: 0.63 for DDPM, 0.45 for DDIM-50); resampling gets there."""
+    from labkit.diffusion import inpaint
+
+    scheduler = make()
+    oracle = CorrelatedOracle(scheduler, torch.tensor([[1.0, 0.9], [0.9, 1.0]]))
+    n = 2000
+    known = torch.tensor([1.0, 0.0]).expand(n, 2)
+    mask = torch.tensor([1.0, 0.0])
+    means = {}
+    for r in (1, 10):
+        x = inpaint(oracle, scheduler, known, mask, resample=r, progress=False, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(x[:, 0], known[:, 0])
+        means[r] = x[:, 1].mean().item()
+    assert 0.3 < means[1] < 0.8  # a wrong mask, or known pixels never fed in, gives ~0
+    assert abs(means[10] - 0.9) < 0.1 and means[10] > means[1] + 0.1
+    free = sample(oracle, scheduler, (n, 2), progress=False, generator=torch.Generator().manual_seed(0))
+    assert abs(free[:, 1].mean().item()) < 0.1
+    with pytest.raises(ValueError, match="broadcast"):
+        inpaint(oracle, scheduler, known, torch.ones(3), progress=False)
+    with pytest.raises(ValueError, match="resample"):
+        inpaint(oracle, scheduler, known, mask, resample=0, progress=False)

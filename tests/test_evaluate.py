@@ -123,3 +123,36 @@ def test_macro_f1_shows_what_accuracy_hides_on_imbalanced_classes():
         macro_f1(torch.randn(4, 2), t[:4])
     with pytest.raises(ValueError, match="class ids must lie in 0..1"):
         macro_f1(torch.tensor([0, 2]), torch.tensor([0, 1]), num_classes=2)
+
+
+def test_frechet_distance_equals_the_formula_computed_with_scipy():
+    """Against FID's formula written with scipy's general matrix square root (scipy.linalg.sqrtm, as
+    pytorch-fid computes it), on correlated features; and the closed form in one dimension."""
+    import numpy as np
+    from scipy import linalg
+
+    from labkit.evaluate import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 6, generator=g) @ torch.randn(6, 6, generator=g)
+    b = torch.randn(400, 6, generator=g) @ torch.randn(6, 6, generator=g) + 0.5
+    mu1, mu2 = a.double().mean(0).numpy(), b.double().mean(0).numpy()
+    s1, s2 = np.cov(a.double().numpy(), rowvar=False), np.cov(b.double().numpy(), rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    x, y = torch.randn(20000, 1, generator=g), 3 + 2 * torch.randn(20000, 1, generator=g)
+    assert frechet_distance(x, y) == pytest.approx(3**2 + (2 - 1) ** 2, rel=0.03)  # (mu diff)^2 + (s1 - s2)^2
+    with pytest.raises(ValueError, match="one width"):
+        frechet_distance(a, b[:, :3])
+
+
+def test_nearest_distance_is_zero_for_copies_and_the_true_distance_otherwise():
+    from labkit.evaluate import nearest_distance
+
+    refs = torch.tensor([[0.0, 0.0], [3.0, 4.0]]).reshape(2, 1, 1, 2)
+    queries = torch.tensor([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0]]).reshape(3, 1, 1, 2)
+    assert torch.allclose(nearest_distance(queries, refs), torch.tensor([0.0, 1.0, 5.0]))
+    with pytest.raises(ValueError, match="one size"):
+        nearest_distance(queries, torch.zeros(2, 3))

@@ -5,6 +5,8 @@ data, build, train and ``register`` (which makes the model known to ``labkit.zoo
 ``bert_english``: the small BERT pretrained by masked language modelling.
 ``seq2seq_fra``: the English→French encoder-decoder transformer (notebook 07).
 ``gpt_icl``: the small GPT that learns permutation tasks in context (notebook 11).
+``gpt_english``: the small BPE GPT of everyday English, notebook 12's base model.
+``ddpm_digits``: the class-conditional diffusion model of 8x8 digits (notebook 13).
 
 ``RECIPE_MODULES`` lists them; ``register_all()`` registers every one, and is how the
 zoo learns its built-in models. A new zoo model is a new module here with a
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import bert_english, gpt_english, gpt_icl, gpt_shakespeare, seq2seq_fra
+from . import bert_english, ddpm_digits, gpt_english, gpt_icl, gpt_shakespeare, seq2seq_fra
 from .gpt_shakespeare import (
     LAB,
     NANOGPT,
@@ -39,9 +41,9 @@ from .gpt_shakespeare import (
     zoo_meta,
 )
 
-RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english")  # labkit.recipes.<name>, each with a register()
+RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits")  # labkit.recipes.<name>, each with a register()
 
-__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", *gpt_shakespeare.__all__]
+__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", *gpt_shakespeare.__all__]
 __all__.remove("register")
 
 
