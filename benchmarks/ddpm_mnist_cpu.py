@@ -19,6 +19,15 @@ One line per row to stdout::
 
 and everything to ``benchmarks/results/ddpm_mnist_cpu.json`` (``--out``), written atomically, with a PNG of
 samples beside it.
+
+Why 16 base channels: at 28x28 a training step of batch 64 takes 0.19 s with 16 channels (0.31M parameters) and
+0.55 s with 32 (1.06M) on a 2-core AMD EPYC; in 5 minutes the wider net gets 496 steps and DDIM-50 at w = 1 gave
+76% as requested, the narrower one 1,307 steps and 84.5%.
+
+Measured 2026-12-02, 2-core AMD EPYC (AVX2), defaults: 1,307 steps in 304 s, judge 0.988 held-out;
+DDIM-50 at w = 0 / 1 / 3: 0.710 / 0.845 / 0.875 as requested (200 digits; Fréchet 219 / 203 / 301);
+DDPM-1000 at w = 1: 1.000 (20 digits, Fréchet 342 -- 20 samples bias it upward); held-out vs 500 training
+digits: 36.7. DDIM-50 leaves speckle in the background that DDPM's fresh noise at each step removes.
 """
 
 from __future__ import annotations
@@ -53,12 +62,12 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-seconds", type=float, default=300.0, help="training wall-time budget")
-    p.add_argument("--steps", type=int, default=1200, help="the lr schedule's length (training stops earlier at the budget)")
+    p.add_argument("--steps", type=int, default=1500, help="the lr schedule's length (training stops earlier at the budget)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--base-channels", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--samples", type=int, default=200, help="DDIM samples per row (a multiple of 10)")
-    p.add_argument("--ddpm-samples", type=int, default=50, help="DDPM samples (a multiple of 10; 0: no DDPM row)")
+    p.add_argument("--ddpm-samples", type=int, default=20, help="DDPM samples (a multiple of 10; 0: no DDPM row)")
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 3.0])
     p.add_argument("--n-val", type=int, default=500)
     p.add_argument("--judge-steps", type=int, default=600)
