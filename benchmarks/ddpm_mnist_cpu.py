@@ -21,8 +21,9 @@ and everything to ``benchmarks/results/ddpm_mnist_cpu.json`` (``--out``), writte
 samples beside it.
 
 Why 16 base channels: at 28x28 a training step of batch 64 takes 0.19 s with 16 channels (0.31M parameters) and
-0.55 s with 32 (1.06M) on a 2-core AMD EPYC with AVX-512; in 5 minutes the wider net gets 496 steps and DDIM-50 at w = 1 gave
-76% as requested, the narrower one 1,307 steps and 84.5%.
+0.55 s with 32 (1.06M) on a 2-core AMD EPYC with AVX-512; in 5 minutes the wider net (lr 2e-3) got 496 steps and DDIM-50 at w = 1
+gave 76% as requested, the narrower one (lr 3e-3) 1,307 steps and 84.5%. The budget is wall time, so a
+slower CPU (an AVX2-only one, say) trains fewer steps in it and its figures come out lower.
 
 Measured 2026-12-02, 2-core AMD EPYC (AVX-512 and AVX512-BF16), defaults: 1,307 steps in 304 s, judge 0.988 held-out;
 DDIM-50 at w = 0 / 1 / 3: 0.710 / 0.845 / 0.875 as requested (200 digits; Fréchet 219 / 203 / 301);
