@@ -171,14 +171,18 @@ def guided_noise(model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: tor
                  guidance_scale: float | None = None) -> torch.Tensor:
     """The network's noise prediction for a batch at timesteps ``t`` (B,). With ``labels`` and a
     ``guidance_scale`` w, classifier-free guidance (Ho & Salimans, 2021): (1 + w) eps(x, label) - w eps(x, null),
-    the null label being ``model.null_class``; w = 0 is the plain conditional prediction, larger w pushes
+    the null label being ``model.null_class`` (or ``model.null_labels(labels)``: a text model's null caption); w = 0 is the plain conditional prediction, larger w pushes
     samples further towards their label."""
     if labels is None or not guidance_scale:
         return model(x, t, labels)
-    null = getattr(model, "null_class", None)
-    if null is None:
-        raise ValueError("classifier-free guidance needs a model trained with a null class (model.null_class)")
-    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, null)]))
+    if hasattr(model, "null_labels"):  # e.g. a TextConditionedUNet: the null caption
+        null_labels = model.null_labels(labels)
+    elif getattr(model, "null_class", None) is not None:
+        null_labels = torch.full_like(labels, model.null_class)
+    else:
+        raise ValueError("classifier-free guidance needs a model trained with a null class (model.null_class) "
+                         "or a null caption (model.null_labels)")
+    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null_labels]))
     cond, uncond = both.chunk(2)
     return (1 + guidance_scale) * cond - guidance_scale * uncond
 

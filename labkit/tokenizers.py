@@ -1,6 +1,6 @@
 """Tokenizers: text in, integer ids out, and back.
 
-Two tokenizers, the two that notebook 01 builds:
+Three tokenizers: the two that notebook 01 builds, and notebook 14's word-level one:
 
 * ``CharTokenizer``: one id per character, the vocabulary being the characters
   of a training text (65 for Tiny Shakespeare).
@@ -10,21 +10,27 @@ Two tokenizers, the two that notebook 01 builds:
   ``encode_steps`` show the learned merges at work, with a merge loop written
   out by hand that gives the library's own segmentation.
 
-Both save to and load from a JSON file.
+* ``WordTokenizer``: one id per word of a small closed vocabulary (notebook 14's
+  captions), with ``<bos>``/``<eos>`` around every text; a word outside the
+  vocabulary is an ``UnknownWordError`` that names it and suggests known ones.
+
+All three save to and load from a JSON file.
 """
 
 from __future__ import annotations
 
 import codecs
+import difflib
 import json
 import os
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ._io import atomic_write_text as _atomic_write_text
 
-__all__ = ["CharTokenizer", "BPETokenizer"]
+__all__ = ["CharTokenizer", "BPETokenizer", "WordTokenizer", "UnknownWordError"]
 
 # Ready-made lists of special tokens for the models in the lab.
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -386,3 +392,128 @@ class BPETokenizer:
             toks = self.apply_merges(word, n)
             out.append((n, toks if raw else [self.token_text(t) for t in toks]))
         return out
+
+
+# ---------------------------------------------------------------------------
+# Word-level tokenizer (notebook 14's captions)
+# ---------------------------------------------------------------------------
+
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+class UnknownWordError(ValueError):
+    """A text holds words outside a ``WordTokenizer``'s vocabulary (``.unknown`` lists them)."""
+
+    def __init__(self, message: str, unknown: list[str]):
+        super().__init__(message)
+        self.unknown = unknown
+
+
+class WordTokenizer:
+    """One id per word of a closed vocabulary, for texts as small and regular as notebook 14's captions.
+
+    ``split`` lower-cases a text and cuts it into words and punctuation marks ("A thick seven, slanted" ->
+    ["a", "thick", "seven", ",", "slanted"]). ``encode`` adds ``<bos>`` before and ``<eos>`` after, so the
+    empty text (the *null caption* of classifier-free guidance) is ``[<bos>, <eos>]``; ``encode_batch`` pads
+    with ``<pad>`` and returns the padding mask (True = padding, the ``key_padding_mask`` convention).
+    A word outside the vocabulary raises ``UnknownWordError`` naming it, with the closest known words: the
+    model has an embedding for nothing else. (A lookup table is all a closed vocabulary needs; the lab's
+    open-vocabulary tokenizer is ``BPETokenizer``.)
+    """
+
+    specials = ("<pad>", "<bos>", "<eos>")
+    _split = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
+
+    def __init__(self, words: Iterable[str]):
+        words = sorted(set(words) - set(self.specials))
+        bad = [w for w in words if self.split(w) != [w]]
+        if bad:
+            raise ValueError(f"vocabulary entries must be single lower-case words or marks, got {bad[:5]!r}")
+        self.words: list[str] = list(self.specials) + words
+        self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.words)}
+        self.pad_id, self.bos_id, self.eos_id = (self.stoi[s] for s in self.specials)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> "WordTokenizer":
+        """The vocabulary of every word in ``texts``."""
+        return cls(w for t in texts for w in cls.split(t))
+
+    @classmethod
+    def split(cls, text: str) -> list[str]:
+        if not isinstance(text, str):
+            raise TypeError(f"a text must be a str, got {type(text).__name__}")
+        return cls._split.findall(text.lower())
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(vocab_size={self.vocab_size})"
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` outside the vocabulary, in order, without repeats."""
+        return list(dict.fromkeys(w for w in self.split(text) if w not in self.stoi))
+
+    def encode(self, text: str) -> list[int]:
+        """``[<bos>, word ids..., <eos>]``; an ``UnknownWordError`` for a word outside the vocabulary."""
+        unknown = self.unknown_words(text)
+        if unknown:
+            raise UnknownWordError(self._explain(text, unknown), unknown)
+        return [self.bos_id] + [self.stoi[w] for w in self.split(text)] + [self.eos_id]
+
+    def _explain(self, text: str, unknown: list[str]) -> str:
+        known = [w for w in self.words[len(self.specials):] if w.isalpha()]
+        parts = []
+        for w in unknown:
+            if w.isdigit() and len(w) == 1 and _NUMBER_WORDS[int(w)] in self.stoi:
+                parts.append(f"{w!r} (write numbers as words: {_NUMBER_WORDS[int(w)]!r})")
+            else:
+                close = difflib.get_close_matches(w, known, n=3, cutoff=0.6)
+                parts.append(f"{w!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+        return (f"{len(unknown)} word{'s' if len(unknown) > 1 else ''} in {text!r} {'are' if len(unknown) > 1 else 'is'} "
+                f"not in this model's vocabulary: {', '.join(parts)}. It knows {len(known)} words: "
+                f"{', '.join(known)}.")
+
+    def encode_batch(self, texts: Sequence[str], max_len: int | None = None):
+        """Ids (B, T) padded with ``<pad>`` to the longest text (or ``max_len``) and the padding mask (B, T),
+        True at padding."""
+        import torch
+
+        if isinstance(texts, str):
+            raise TypeError("encode_batch takes a list of texts; use encode for one")
+        seqs = [self.encode(t) for t in texts]
+        longest = max((len(s) for s in seqs), default=2)
+        T = longest if max_len is None else max_len
+        if longest > T:
+            raise ValueError(f"a text has {longest} tokens (with <bos> and <eos>), more than max_len={T}")
+        ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+        return ids, ids == self.pad_id
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The words of ``ids`` joined by spaces (specials dropped; no space before punctuation)."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"id {i} is out of range for a vocabulary of {self.vocab_size} (0..{self.vocab_size - 1})")
+            if i >= len(self.specials):
+                out.append(self.words[i])
+        return re.sub(r" ([^\sa-z0-9])", r"\1", " ".join(out))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the vocabulary as JSON (atomically)."""
+        data = {"type": "WordTokenizer", "version": 1, "words": self.words[len(self.specials):]}
+        _atomic_write_text(path, json.dumps(data, indent=0))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "WordTokenizer":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("type") != "WordTokenizer":
+            raise ValueError(f"{path} does not hold a WordTokenizer (type={data.get('type')!r})")
+        return cls(data["words"])

@@ -19,6 +19,8 @@ from .diffusion import *  # noqa: F401,F403
 from .diffusion import __all__ as _diffusion_all
 from .icl import *  # noqa: F401,F403
 from .icl import __all__ as _icl_all
+from .multimodal import *  # noqa: F401,F403
+from .multimodal import __all__ as _multimodal_all
 from .pretraining import *  # noqa: F401,F403
 from .pretraining import __all__ as _pretraining_all
 from .positions import *  # noqa: F401,F403
@@ -30,5 +32,5 @@ from .tokens import __all__ as _tokens_all
 from .translation import *  # noqa: F401,F403
 from .translation import __all__ as _translation_all
 
-__all__ = [*_core_all, *_adaptation_all, *_assistant_all, *_attention_all, *_blocks_all, *_diffusion_all, *_icl_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all,
+__all__ = [*_core_all, *_adaptation_all, *_assistant_all, *_attention_all, *_blocks_all, *_diffusion_all, *_icl_all, *_multimodal_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all,
            *_translation_all]
