@@ -7,6 +7,8 @@ data, build, train and ``register`` (which makes the model known to ``labkit.zoo
 ``gpt_icl``: the small GPT that learns permutation tasks in context (notebook 11).
 ``gpt_english``: the small BPE GPT of everyday English, notebook 12's base model.
 ``ddpm_digits``: the class-conditional diffusion model of 8x8 digits (notebook 13).
+``clip_digits``: the small CLIP of captioned 8x8 digits (notebook 14).
+``ddpm_text_digits``: the caption-conditioned diffusion model of 8x8 digits (notebook 14).
 
 ``RECIPE_MODULES`` lists them; ``register_all()`` registers every one, and is how the
 zoo learns its built-in models. A new zoo model is a new module here with a
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import bert_english, ddpm_digits, gpt_english, gpt_icl, gpt_shakespeare, seq2seq_fra
+from . import bert_english, clip_digits, ddpm_digits, ddpm_text_digits, gpt_english, gpt_icl, gpt_shakespeare, seq2seq_fra
 from .gpt_shakespeare import (
     LAB,
     NANOGPT,
@@ -41,9 +43,9 @@ from .gpt_shakespeare import (
     zoo_meta,
 )
 
-RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits")  # labkit.recipes.<name>, each with a register()
+RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", "clip_digits", "ddpm_text_digits")  # labkit.recipes.<name>, each with a register()
 
-__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", *gpt_shakespeare.__all__]
+__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", "clip_digits", "ddpm_text_digits", *gpt_shakespeare.__all__]
 __all__.remove("register")
 
 
