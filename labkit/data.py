@@ -362,8 +362,9 @@ def make_caption(digit: int, words: dict[str, str | None], template: str) -> str
     slant = words.get("slant")
     text = template.format(a="\0", adjs=adjs, digit=DIGIT_WORDS[int(digit)],
                            slant=f" slanted to the {slant}" if slant else "")
-    # the article goes by the word after it: "an eight", "a handwritten eight", "a one"
-    return re.sub("\0 (.)", lambda m: ("an " if m.group(1) in "aeiou" else "a ") + m.group(1), text)
+    # the article goes by the sound of the word after it: "an eight", "a handwritten eight", "a one"
+    return re.sub("\0 ([a-z]+)", lambda m: ("an " if m.group(1)[0] in "aeio" and m.group(1) != "one" else "a ")
+                  + m.group(1), text)
 
 
 def make_captions(labels: torch.Tensor, words: list[dict[str, str | None]], templates=CAPTION_TEMPLATES,

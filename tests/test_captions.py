@@ -53,6 +53,7 @@ def test_captions_name_the_label_and_the_measured_attributes(data):
             assert f"slanted to the {w['slant']}" in caption
     assert make_caption(8, {}, "{a} {adjs}{digit}{slant}") == "an eight"
     assert make_caption(8, {}, "{a} handwritten {adjs}{digit}{slant}") == "a handwritten eight"
+    assert make_caption(1, {}, "{a} {adjs}{digit}{slant}") == "a one"  # by sound, not by letter
     assert make_caption(7, {"thickness": "thick", "slant": "right"}, "{a} {adjs}{digit}{slant}") == \
         "a thick seven slanted to the right"
 
