@@ -56,3 +56,20 @@ def test_sft_lowers_the_assistant_loss_and_score_counts_exact_matches():
     by_hand = sum(instruct.exact_match(a, e.answer) for a, e in zip(s.answers, d.test) if e.task == "count") / 5
     assert s.by_task["count"] == pytest.approx(by_hand)
     assert s.mean == pytest.approx(sum(s.by_task.values()) / len(s.by_task))
+
+
+def test_gpt_english_sft_zoo_entry_round_trips_through_its_meta(isolated_cache):
+    from labkit import zoo
+    from labkit.tokenizers import BPETokenizer
+
+    tok = BPETokenizer.train(LM.train_text, 300)
+    hf = tok.hf_tokenizer
+    model = resize_token_embeddings(GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, block_size=32)), tok.vocab_size + 4)
+    meta = assistant.sft_meta(model, {"tokenizer": hf.to_str(), "val_loss": 3.0}, RECIPE, seconds=1.5)
+    assert meta["config"]["vocab_size"] == tok.vocab_size + 4 and meta["sft_recipe"]["steps"] == RECIPE.steps
+    zoo.save("gpt-english-sft", model, meta)
+    loaded = zoo.load("gpt-english-sft")  # found in the cache: built from meta, not trained
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    tok2, chat = assistant.chat_of(loaded.zoo_meta)
+    assert chat.vocab_size == tok2.vocab_size + len(chat.special) and tok2.vocab_size == tok.vocab_size

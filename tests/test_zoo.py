@@ -59,7 +59,7 @@ def test_builtin_recipes_are_registered():
 def test_builtin_list_is_the_recipes_package():
     from labkit import recipes
 
-    assert recipes.RECIPE_MODULES == ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", "clip_digits", "ddpm_text_digits")
+    assert recipes.RECIPE_MODULES == ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", "clip_digits", "ddpm_text_digits", "assistant")
     names = zoo.available()
     assert {"gpt-shakespeare", "bert-english"} <= set(names)
     for module in recipes.RECIPE_MODULES:  # each registers a recipe whose functions live in its own module

@@ -17,6 +17,8 @@ from .blocks import *  # noqa: F401,F403
 from .blocks import __all__ as _blocks_all
 from .diffusion import *  # noqa: F401,F403
 from .diffusion import __all__ as _diffusion_all
+from .evaluation import *  # noqa: F401,F403
+from .evaluation import __all__ as _evaluation_all
 from .icl import *  # noqa: F401,F403
 from .icl import __all__ as _icl_all
 from .multimodal import *  # noqa: F401,F403
@@ -32,5 +34,5 @@ from .tokens import __all__ as _tokens_all
 from .translation import *  # noqa: F401,F403
 from .translation import __all__ as _translation_all
 
-__all__ = [*_core_all, *_adaptation_all, *_assistant_all, *_attention_all, *_blocks_all, *_diffusion_all, *_icl_all, *_multimodal_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all,
+__all__ = [*_core_all, *_adaptation_all, *_assistant_all, *_attention_all, *_blocks_all, *_diffusion_all, *_evaluation_all, *_icl_all, *_multimodal_all, *_positions_all, *_pretraining_all, *_sampling_all, *_tokens_all,
            *_translation_all]

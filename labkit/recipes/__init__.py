@@ -9,6 +9,7 @@ data, build, train and ``register`` (which makes the model known to ``labkit.zoo
 ``ddpm_digits``: the class-conditional diffusion model of 8x8 digits (notebook 13).
 ``clip_digits``: the small CLIP of captioned 8x8 digits (notebook 14).
 ``ddpm_text_digits``: the caption-conditioned diffusion model of 8x8 digits (notebook 14).
+``assistant``: ``gpt-english`` instruction-tuned into notebook 12's assistant (``gpt-english-sft``).
 
 ``RECIPE_MODULES`` lists them; ``register_all()`` registers every one, and is how the
 zoo learns its built-in models. A new zoo model is a new module here with a
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import bert_english, clip_digits, ddpm_digits, ddpm_text_digits, gpt_english, gpt_icl, gpt_shakespeare, seq2seq_fra
+from . import assistant, bert_english, clip_digits, ddpm_digits, ddpm_text_digits, gpt_english, gpt_icl, gpt_shakespeare, seq2seq_fra
 from .gpt_shakespeare import (
     LAB,
     NANOGPT,
@@ -43,9 +44,9 @@ from .gpt_shakespeare import (
     zoo_meta,
 )
 
-RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", "clip_digits", "ddpm_text_digits")  # labkit.recipes.<name>, each with a register()
+RECIPE_MODULES = ("gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", "clip_digits", "ddpm_text_digits", "assistant")  # labkit.recipes.<name>, each with a register()
 
-__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", "clip_digits", "ddpm_text_digits", *gpt_shakespeare.__all__]
+__all__ = ["RECIPE_MODULES", "register_all", "gpt_shakespeare", "bert_english", "seq2seq_fra", "gpt_icl", "gpt_english", "ddpm_digits", "clip_digits", "ddpm_text_digits", "assistant", *gpt_shakespeare.__all__]
 __all__.remove("register")
 
 

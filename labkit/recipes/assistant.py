@@ -11,6 +11,12 @@ assistant's tokens only, with batches of similar length (``labkit.chat.length_gr
     history = sft(model, chat, data.train, SFT)
     scores = score(model, chat, tok, data.test)      # {task: exact-match rate}
 
+The zoo's ``gpt-english-sft`` is exactly that model (``train_gpt_english_sft``; notebook 12 trains it live
+and caches what it trained under this name, so later notebooks load it rather than train it again)::
+
+    sft_model = zoo.load("gpt-english-sft")
+    tok, chat = chat_of(sft_model.zoo_meta)
+
 Calibrated on a 2-core CPU (2026-12-02, fp32): the weights give the hard tasks (reverse, repeat) more
 examples than the easy ones (first word), which lifted the mean exact match after 2,000 steps from 0.65
 (equal shares) to 0.75-0.78 at the same cost; sentences of at most 5 words rather than 6, to 0.84.
@@ -29,7 +35,8 @@ from .. import instruct
 from ..chat import ChatTemplate, length_grouped_batches, respond
 from ..train import History, TrainConfig, make_optimizer, train
 
-__all__ = ["SFTRecipe", "SFT", "InstructionData", "instruction_data", "sft", "score", "TaskScores"]
+__all__ = ["SFTRecipe", "SFT", "InstructionData", "instruction_data", "sft", "score", "TaskScores",
+           "sft_meta", "chat_of", "train_gpt_english_sft", "build_gpt_english_sft", "register"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +132,63 @@ def score(model: nn.Module, chat: ChatTemplate, tok, examples: Sequence, max_new
     for e, a in zip(examples, answers):
         hits.setdefault(e.task, []).append(instruct.exact_match(a, e.answer))
     return TaskScores({t: sum(h) / len(h) for t, h in hits.items()}, answers)
+
+
+# --- the zoo's gpt-english-sft ---------------------------------------------------------------------------------
+
+
+def sft_meta(model: nn.Module, base_meta: dict, recipe: SFTRecipe = SFT, seconds: float | None = None) -> dict:
+    """The ``meta`` saved with an instruction-tuned ``gpt-english``: its (resized) config, the base model's
+    tokenizer and the SFT recipe."""
+    from dataclasses import asdict
+
+    recipe_dict = asdict(recipe)
+    return {"config": asdict(model.config), "tokenizer": base_meta["tokenizer"], "sft_recipe": recipe_dict,
+            "base_val_loss": base_meta.get("val_loss"), "train_steps": recipe.steps, "train_seconds": seconds}
+
+
+def chat_of(meta: dict):
+    """``(tokenizer, ChatTemplate)`` of a saved ``gpt-english-sft``."""
+    from .gpt_english import load_tokenizer
+
+    tok = load_tokenizer(meta)
+    return tok, ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
+
+
+def train_gpt_english_sft(recipe: SFTRecipe = SFT, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Instruction-tune ``gpt-english`` (loaded from the zoo, trained first if it is not cached) as notebook 12
+    does: the chat markers added to the vocabulary, then ``sft`` on the instruction set."""
+    import copy
+    import time
+
+    from .. import zoo
+    from ..chat import resize_token_embeddings
+    from .gpt_english import GPT_ENGLISH, english_lm_data, load_tokenizer
+
+    base = zoo.load("gpt-english")
+    tok = load_tokenizer(base.zoo_meta)
+    data = instruction_data(tok, english_lm_data(GPT_ENGLISH), recipe)
+    chat = ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
+    model = resize_token_embeddings(copy.deepcopy(base), chat.vocab_size)
+    t0 = time.perf_counter()
+    sft(model, chat, data.train, recipe, progress=progress)
+    return model, sft_meta(model, base.zoo_meta, recipe, time.perf_counter() - t0)
+
+
+def build_gpt_english_sft(meta: dict) -> nn.Module:
+    """An untrained GPT of the shape saved in ``meta["config"]`` (the vocabulary with the chat markers)."""
+    from ..models.gpt import GPT, GPTConfig
+
+    return GPT(GPTConfig(**meta["config"]))
+
+
+def register() -> None:
+    """Register ``gpt-english-sft`` with ``labkit.zoo`` (safe to call more than once)."""
+    from .. import zoo
+
+    zoo.register(zoo.Recipe(
+        name="gpt-english-sft",
+        description="gpt-english instruction-tuned (full SFT, 2,000 steps) into notebook 12's assistant",
+        build=f"{__name__}:build_gpt_english_sft", train=f"{__name__}:train_gpt_english_sft",
+        version=1, minutes_cpu=2.5,
+    ), overwrite=True)  # fmt: skip
