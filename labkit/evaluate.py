@@ -366,7 +366,8 @@ def near_duplicates(queries, corpus, max_edits: int = 1, min_words: int = 3) -> 
     words (``normalise_text``: case and punctuation ignored), ``("near", j)`` when it is one word away (one word
     substituted, inserted or deleted; with ``max_edits=1``, for queries of at least ``min_words`` words), else
     ``("none", -1)``. Exact matching is a dictionary lookup; near matching indexes every corpus sentence under
-    each of its one-word deletions (two sentences one edit apart share such a key), then checks the candidates."""
+    each of its one-word deletions (two sentences one edit apart share such a key), then checks the candidates;
+    ``j`` is the first match in the corpus (the same on every run, whatever Python's hash seed)."""
     if max_edits not in (0, 1):
         raise ValueError(f"max_edits must be 0 (exact) or 1 (one word away), not {max_edits}")
     norm = [normalise_text(s) for s in corpus]
@@ -386,10 +387,8 @@ def near_duplicates(queries, corpus, max_edits: int = 1, min_words: int = 3) -> 
             continue
         found = -1
         if max_edits and len(w) >= min_words:
-            for key in {w, *(w[:i] + w[i + 1:] for i in range(len(w)))}:
-                found = next((j for j in keys.get(key, ()) if _within_one_edit(w, norm[j])), -1)
-                if found >= 0:
-                    break
+            candidates = sorted({j for key in (w, *(w[:i] + w[i + 1:] for i in range(len(w)))) for j in keys.get(key, ())})
+            found = next((j for j in candidates if _within_one_edit(w, norm[j])), -1)  # the first in the corpus
         out.append(("near", found) if found >= 0 else ("none", -1))
     return out
 

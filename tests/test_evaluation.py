@@ -188,3 +188,9 @@ def test_weat_finds_a_planted_association_and_not_a_missing_one():
     assert none["p_value"] > 0.01 and abs(none["effect_size"]) < 1.5
     swapped = evaluate.weat(Y, X, A, B, 2000)
     assert swapped["effect_size"] == pytest.approx(-planted["effect_size"]) and swapped["p_value"] > 0.99
+
+
+def test_near_duplicates_returns_the_first_match_in_the_corpus():
+    # several corpus sentences are one word away: the answer must not depend on set order (Python's hash seed)
+    corpus = ["Tom is there.", "I am your brother.", "Tom was here.", "I am not your baby.", "Tom is here now."]
+    assert evaluate.near_duplicates(["Tom is here.", "I am not your brother."], corpus) == [("near", 0), ("near", 1)]
