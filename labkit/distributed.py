@@ -1,0 +1,88 @@
+"""Several processes, one model: the small helpers that PyTorch's distributed engine needs around it (notebook 16).
+
+``torchrun --nproc_per_node 2 script.py`` starts two processes and gives each the environment variables RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. ``setup()`` reads them and joins the process group (``gloo``
+on the CPU, ``nccl`` on CUDA GPUs); the training itself uses PyTorch's own wrappers,
+``torch.nn.parallel.DistributedDataParallel`` (every rank holds the whole model; gradients are averaged by an
+all-reduce in the backward pass) or ``torch.distributed.fsdp.fully_shard`` (parameters, gradients and optimizer
+state sharded across ranks, gathered layer by layer when needed)::
+
+    rank, world, device = distributed.setup()
+    model = DDP(model.to(device))              # or fully_shard(...)
+    ...
+    if distributed.is_main():                  # log and save from one rank only
+        ...
+    distributed.cleanup()
+
+Without torchrun (a notebook, a plain ``python``), ``setup()`` is a no-op that returns rank 0 of 1, so the same
+script runs in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["setup", "cleanup", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean", "free_port"]
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or the only process): the one that prints, logs and writes checkpoints."""
+    return rank() == 0
+
+
+def setup(backend: str | None = None) -> tuple[int, int, torch.device]:
+    """Join the process group torchrun describes in the environment: ``(rank, world_size, device)``. The backend
+    defaults to ``nccl`` where CUDA is available and ``gloo`` otherwise; each rank gets the GPU of its
+    LOCAL_RANK, or the CPU. Outside torchrun (no WORLD_SIZE), nothing happens: ``(0, 1, device)``."""
+    cuda = torch.cuda.is_available()
+    if "WORLD_SIZE" not in os.environ or is_distributed():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+        return rank(), world_size(), device
+    backend = backend or ("nccl" if cuda else "gloo")
+    if backend == "nccl" and not cuda:
+        raise RuntimeError("backend 'nccl' needs CUDA GPUs; on the CPU use backend='gloo'")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def cleanup() -> None:
+    """Leave the process group (at the end of a script; safe to call when there is none)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of ``tensor`` over the ranks, in place on every rank (what DDP does to each gradient); the
+    tensor itself in a single process."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= dist.get_world_size()
+    return tensor
+
+
+def free_port() -> int:
+    """A free TCP port on this machine, for MASTER_PORT when starting processes by hand (tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

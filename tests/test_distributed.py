@@ -1,0 +1,103 @@
+"""Data and model parallel training with PyTorch's own engine on 2 gloo processes on the CPU: DDP and FSDP
+(``fully_shard``) end with the same parameters as one process that sees the doubled batch, and their
+checkpoints load in a single process with ``weights_only=True``."""
+
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from labkit import distributed
+from labkit.train import load_checkpoint, save_checkpoint
+
+STEPS, BATCH, WORLD = 5, 6, 2  # BATCH messages per rank
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 4)).double()
+
+
+def global_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randn(WORLD * BATCH, 8, generator=g, dtype=torch.float64), torch.randn(WORLD * BATCH, 4, generator=g, dtype=torch.float64)
+
+
+def train_steps(model, rank: int = 0, world: int = 1) -> None:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    per_rank = WORLD * BATCH // world
+    for step in range(STEPS):
+        x, y = global_batch(step)
+        x, y = x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def _worker(rank: int, port: int, mode: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    r, world, device = distributed.setup()
+    assert (r, world, device.type) == (rank, WORLD, "cpu") and distributed.is_main() == (rank == 0)
+    model = make_model()
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        wrapped = DDP(model)
+        train_steps(wrapped, r, world)
+        if distributed.is_main():
+            save_checkpoint(out, wrapped)  # unwraps DDP's .module
+    else:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (world,))
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        # each rank holds only its shard of every weight
+        w = model[0].weight
+        assert w.to_local().shape[0] == w.shape[0] // world
+        train_steps(model, r, world)
+        # the full (gathered) state dict, on rank 0, in a plain model
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if distributed.is_main():
+            plain = make_model()
+            plain.load_state_dict(state)
+            save_checkpoint(out, plain)
+    probe = torch.tensor([float(rank)])
+    assert distributed.all_reduce_mean(probe).item() == pytest.approx((WORLD - 1) / 2)
+    distributed.cleanup()
+
+
+@pytest.fixture(scope="module")
+def single_process_params():
+    model = make_model()
+    train_steps(model)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_doubled_batch(tmp_path, single_process_params, mode):
+    out = str(tmp_path / f"{mode}.pt")
+    mp.spawn(_worker, args=(distributed.free_port(), mode, out), nprocs=WORLD, join=True)
+    fresh = make_model()
+    load_checkpoint(out, fresh)  # a checkpoint written under DDP/FSDP loads in one process (weights_only=True)
+    initial = make_model().state_dict()
+    for name, p in fresh.state_dict().items():
+        assert not torch.equal(p, initial[name])  # it trained
+        assert torch.allclose(p, single_process_params[name], atol=1e-10, rtol=0), name
+
+
+def test_single_process_fallback():
+    assert not distributed.is_distributed()
+    assert distributed.setup()[:2] == (0, 1) and distributed.is_main()
+    t = torch.ones(3)
+    assert torch.equal(distributed.all_reduce_mean(t), torch.ones(3))
+    distributed.cleanup()
