@@ -26,7 +26,8 @@ import socket
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "cleanup", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean", "free_port"]
+__all__ = ["setup", "cleanup", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean", "comm_device",
+           "free_port"]
 
 
 def is_distributed() -> bool:
@@ -70,6 +71,13 @@ def cleanup() -> None:
     """Leave the process group (at the end of a script; safe to call when there is none)."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+def comm_device() -> torch.device:
+    """Where the process group's collectives take their tensors: this rank's GPU for ``nccl``, else the CPU."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,12 @@ evaluation, ``should_stop(step, model, history) -> bool`` after every step, and
 ``TrainConfig.max_seconds``, a wall-time budget. An early stop ends like a full
 run: the final evaluation, the final checkpoint and the summary line, with
 ``history.stop_reason`` saying why it stopped.
+
+Under ``torchrun`` (a process group initialised, ``labkit.distributed.setup``) with a
+``DistributedDataParallel`` model, the loop is rank-aware: only rank 0 shows the bar,
+prints and writes checkpoints; the logged train loss is the mean over the ranks; an
+early stop is decided together (any rank's reason stops all of them, so none waits
+forever in an all-reduce). Each rank's ``get_batch`` returns its own share of the batch.
 """
 
 from __future__ import annotations
@@ -200,6 +206,28 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, optimizer=
 
 # --- the loop --------------------------------------------------------------------
 
+_STOP_REASONS = ("should_stop", "max_seconds")
+
+
+def _mean_over_ranks(value: float) -> float:
+    """``value`` averaged over the ranks of a process group (itself in a single process)."""
+    from . import distributed
+
+    if not distributed.is_distributed():
+        return value
+    return float(distributed.all_reduce_mean(torch.tensor(value, dtype=torch.float64, device=distributed.comm_device())))
+
+
+def _agreed_stop(reason: str | None) -> str | None:
+    """Every rank's stop reason combined: if any rank wants to stop, all stop (with the first reason listed)."""
+    import torch.distributed as dist
+
+    from . import distributed
+
+    flags = torch.tensor([reason == r for r in _STOP_REASONS], dtype=torch.int32, device=distributed.comm_device())
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return next((r for r, f in zip(_STOP_REASONS, flags.tolist()) if f), None)
+
 def _to(batch, device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -234,6 +262,9 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    from . import distributed
+
+    main = distributed.is_main()
     if callback is not None and on_eval is not None:
         raise TypeError("pass on_eval or its older name callback, not both")
     on_eval = on_eval if on_eval is not None else callback
@@ -264,14 +295,14 @@ def train(
             on_eval(step, model, history)
 
     def checkpoint(step: int) -> None:
-        if config.checkpoint_path:
+        if config.checkpoint_path and main:  # one writer: rank 0
             save_checkpoint(config.checkpoint_path, model, optimizer, scheduler, step, history)
 
     model.train()
     # At most one redraw a second: in a notebook every redraw is a few widget messages, and a long run at
     # tqdm's default 10 a second floods the kernel's output channel (ZeroMQ drops messages past its 1000-message
     # buffer, so a test runner such as nbval can miss the end of the cell).
-    bar = tqdm(total=config.max_steps, initial=start, desc=config.desc, disable=not config.progress,
+    bar = tqdm(total=config.max_steps, initial=start, desc=config.desc, disable=not config.progress or not main,
                dynamic_ncols=True, mininterval=1.0)
     # On a CPU shared with other busy processes, give PyTorch only the cores they leave free (labkit.device)
     governor = ThreadGovernor() if device.type == "cpu" else None
@@ -307,7 +338,7 @@ def train(
                 governor.update()  # cheap: re-measures the machine's load every 2 s at most
             if done % config.log_every == 0 or done == config.max_steps:
                 history.steps.append(done)
-                history.train_loss.append(sum(window) / len(window))
+                history.train_loss.append(_mean_over_ranks(sum(window) / len(window)))
                 bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", lr=f"{history.lr[-1]:.2e}", refresh=False)
                 window = []
             bar.update(1)
@@ -324,6 +355,8 @@ def train(
                     history.stop_reason = "should_stop"
                 elif config.max_seconds is not None and time.perf_counter() - t_start >= config.max_seconds:
                     history.stop_reason = "max_seconds"
+                if distributed.is_distributed():  # stop together, or the others would wait in DDP's all-reduce
+                    history.stop_reason = _agreed_stop(history.stop_reason)
                 if history.stop_reason is not None:
                     step = done
                     break
@@ -332,7 +365,7 @@ def train(
             history.stop_reason = "max_steps"
         if window:  # the steps since the last logged window (an early stop between two log points)
             history.steps.append(step)
-            history.train_loss.append(sum(window) / len(window))
+            history.train_loss.append(_mean_over_ranks(sum(window) / len(window)))
             window = []
         if not history.eval_steps or history.eval_steps[-1] != step:
             evaluate(step)
@@ -346,7 +379,7 @@ def train(
             governor.close()
         history.seconds += time.perf_counter() - t0
     checkpoint(step)
-    if config.progress:  # a plain-text line that survives where the bar's widget does not (GitHub, nbconvert)
+    if config.progress and main:  # a plain-text line that survives where the bar's widget does not (GitHub, nbconvert)
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in history.final.items())
         stopped = "" if history.stop_reason in ("max_steps", "interrupted") else f" (stopped early: {history.stop_reason})"
         print(f"{config.desc}: {step} steps in {history.seconds:.1f} s{stopped}; {metrics}")

@@ -27,7 +27,8 @@ def global_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_steps(model, rank: int = 0, world: int = 1) -> None:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    # SGD with momentum: its step is proportional to the gradient, so a sum where DDP should average would show
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     per_rank = WORLD * BATCH // world
     for step in range(STEPS):
         x, y = global_batch(step)

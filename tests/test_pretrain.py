@@ -1,0 +1,78 @@
+"""``python -m labkit.pretrain`` under ``torchrun --nproc_per_node 2`` (gloo, CPU) gives the loss curve and the
+weights of one process with the same (doubled) global batch, and its checkpoint loads in a single process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from labkit.pretrain import parse_overrides, rank_batches
+from labkit.recipes.gpt_shakespeare import LAB, build_model
+from labkit.train import load_checkpoint
+
+TINY = ["--steps", "4", "--batch-size", "8", "--log-every", "1", "--eval-tokens", "2000",
+        "--set", "n_layer=1", "--set", "n_embd=32", "--set", "n_head=2", "--set", "block_size=32", "--set", "warmup_steps=1",
+        "--set", "optimizer=adamw"]  # AdamW in float32 (the recipe's Muon may orthogonalise in bfloat16 on some CPUs)
+
+
+def run(out, *launcher):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LABKIT_PROGRESS": "off"}
+    cmd = [sys.executable, *launcher, "-m", "labkit.pretrain", *TINY, "--out", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return json.loads((out / "history.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pretrain")
+    one = run(base / "one")
+    two = run(base / "two", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    return base, one, two
+
+
+def test_two_processes_give_the_loss_curve_of_one(runs):
+    _, one, two = runs
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert one["steps_logged"] == two["steps_logged"] == [1, 2, 3, 4]
+    assert one["train_loss"][-1] < one["train_loss"][0] - 0.3  # it learns
+    assert one["train_loss"] == pytest.approx(two["train_loss"], abs=1e-5)
+    assert one["val_loss"] == pytest.approx(two["val_loss"], abs=1e-5)
+
+
+def test_checkpoints_load_in_one_process_and_agree(runs):
+    base, _, _ = runs
+    recipe = parse_overrides(LAB, ["n_layer=1", "n_embd=32", "n_head=2", "block_size=32", "optimizer=adamw"])
+    models = {}
+    for name in ("one", "two"):
+        models[name] = build_model(recipe, 65)
+        load_checkpoint(base / name / "checkpoint.pt", models[name])  # weights_only=True; no DDP "module." prefix
+    fresh = build_model(recipe, 65).state_dict()
+    one, two = models["one"].state_dict(), models["two"].state_dict()
+    for key, p in two.items():
+        assert not torch.equal(one[key], fresh[key]), key  # it trained
+        # the same weights, up to the order in which the two halves' gradients are summed: AdamW divides by the
+        # root of the squared gradients, so an element whose gradient is near zero can move by up to ~1e-4
+        diff = (p - one[key]).abs()
+        assert (diff > 1e-5).double().mean() < 0.01 and diff.max() < 1e-3, key
+
+
+def test_each_rank_gets_its_slice_of_the_global_batch():
+    data = torch.arange(1000)
+    whole = rank_batches(data, 16, 8, seed=3, rank=0, world=1)(5)
+    halves = [rank_batches(data, 16, 8, seed=3, rank=r, world=2)(5) for r in (0, 1)]
+    assert torch.equal(torch.cat([h[0] for h in halves]), whole[0])
+    assert torch.equal(torch.cat([h[1] for h in halves]), whole[1])
+    with pytest.raises(SystemExit, match="divisible"):
+        rank_batches(data, 16, 7, seed=3, rank=0, world=2)
+
+
+def test_bad_overrides_say_what_is_allowed():
+    with pytest.raises(SystemExit, match="expected name=value"):
+        parse_overrides(LAB, ["n_layers=2"])
+    with pytest.raises(SystemExit, match="must be a int"):
+        parse_overrides(LAB, ["n_layer=two"])
+    assert parse_overrides(LAB, ["tie_weights=true", "head_lr=0.01"]).tie_weights is True
