@@ -43,32 +43,33 @@ def online_softmax_update(m: Tensor, l: Tensor, acc: Tensor, scores: Tensor, v: 
     return m_new, correction * l + p.sum(-1), correction.unsqueeze(-1) * acc + p @ v
 
 
-def _causal_block_mask(q0: int, k0: int, rows: int, cols: int, device) -> Tensor | None:
-    """True where key k0+c comes after query q0+r (masked); None when the whole block is visible."""
-    if k0 + cols - 1 <= q0:
-        return None
-    return (torch.arange(k0, k0 + cols, device=device)[None, :] > torch.arange(q0, q0 + rows, device=device)[:, None])
+def _key_blocks(qi: Tensor, q0: int, k: Tensor, v: Tensor, causal: bool, scale: float, block_k: int):
+    """For the query block ``qi`` (rows q0, q0+1, ...): each key block's start, keys, values and the block of
+    scores qi kjᵀ · scale, -inf where a key comes after its query (causal); key blocks entirely after the
+    query block are skipped."""
+    rows, T_k = qi.shape[-2], k.shape[-2]
+    k_end = min(T_k, q0 + rows) if causal else T_k
+    for k0 in range(0, k_end, block_k):
+        kj, vj = k[..., k0:k0 + block_k, :], v[..., k0:k0 + block_k, :]
+        s = (qi @ kj.transpose(-2, -1)) * scale
+        if causal and k0 + kj.shape[-2] - 1 > q0:  # the block reaches past the first query: mask it
+            later = torch.arange(k0, k0 + kj.shape[-2], device=qi.device)[None, :] > \
+                torch.arange(q0, q0 + rows, device=qi.device)[:, None]
+            s = s.masked_fill(later, -math.inf)
+        yield k0, kj, vj, s
 
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, block_q: int, block_k: int
              ) -> tuple[Tensor, Tensor]:
-    T_q, T_k = q.shape[-2], k.shape[-2]
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:-1], dtype=q.dtype, device=q.device)
-    for q0 in range(0, T_q, block_q):
+    for q0 in range(0, q.shape[-2], block_q):
         qi = q[..., q0:q0 + block_q, :]
         rows = qi.shape[-2]
         m = torch.full(qi.shape[:-1], -math.inf, dtype=q.dtype, device=q.device)
         l = torch.zeros_like(m)
         acc = torch.zeros_like(qi)
-        k_end = min(T_k, q0 + rows) if causal else T_k  # causal: later key blocks are all masked
-        for k0 in range(0, k_end, block_k):
-            kj, vj = k[..., k0:k0 + block_k, :], v[..., k0:k0 + block_k, :]
-            s = (qi @ kj.transpose(-2, -1)) * scale
-            if causal:
-                mask = _causal_block_mask(q0, k0, rows, kj.shape[-2], q.device)
-                if mask is not None:
-                    s = s.masked_fill(mask, -math.inf)
+        for _, _, vj, s in _key_blocks(qi, q0, k, v, causal, scale, block_k):
             m, l, acc = online_softmax_update(m, l, acc, s, vj)
         out[..., q0:q0 + rows, :] = acc / l.unsqueeze(-1)
         lse[..., q0:q0 + rows] = m + torch.log(l)
@@ -78,19 +79,11 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, block_
 def _backward(q, k, v, out, lse, dout, causal, scale, block_q, block_k):
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     delta = (dout * out).sum(-1)  # D_i = rowsum(dO ∘ O) = sum_j P_ij dP_ij
-    T_q, T_k = q.shape[-2], k.shape[-2]
-    for q0 in range(0, T_q, block_q):
+    for q0 in range(0, q.shape[-2], block_q):
         qi, doi = q[..., q0:q0 + block_q, :], dout[..., q0:q0 + block_q, :]
         rows = qi.shape[-2]
         lse_i, delta_i = lse[..., q0:q0 + rows, None], delta[..., q0:q0 + rows, None]
-        k_end = min(T_k, q0 + rows) if causal else T_k
-        for k0 in range(0, k_end, block_k):
-            kj, vj = k[..., k0:k0 + block_k, :], v[..., k0:k0 + block_k, :]
-            s = (qi @ kj.transpose(-2, -1)) * scale
-            if causal:
-                mask = _causal_block_mask(q0, k0, rows, kj.shape[-2], q.device)
-                if mask is not None:
-                    s = s.masked_fill(mask, -math.inf)
+        for k0, kj, vj, s in _key_blocks(qi, q0, k, v, causal, scale, block_k):
             p = torch.exp(s - lse_i)  # the softmax probabilities, recomputed
             dv[..., k0:k0 + block_k, :] += p.transpose(-2, -1) @ doi
             ds = p * (doi @ vj.transpose(-2, -1) - delta_i)  # softmax's backward: P ∘ (dP - D)
