@@ -29,7 +29,7 @@ import torch
 
 __all__ = [
     "available_devices", "get_device", "seed_everything", "autocast_dtype", "autocast",
-    "describe", "memory_stats", "peak_flops", "Throughput", "PeakMemory",
+    "describe", "memory_stats", "peak_flops", "measured_matmul_flops", "measured_bandwidth", "Throughput", "PeakMemory",
     "cgroup_cpu_limit", "usable_cpus", "configure_threads", "ThreadGovernor",
 ]
 
@@ -277,6 +277,44 @@ def peak_flops(device: torch.device | str | None = None) -> float | None:
     return None
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _best_seconds(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up: kernels chosen, memory allocated
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measured_matmul_flops(device: torch.device | str | None = None, n: int = 2048,
+                          dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """FLOP/s of one large (n, n) @ (n, n) matmul on ``device`` (2n³ FLOPs), best of ``repeats``: the practical
+    peak a model's FLOP/s is measured against where there is no data-sheet figure (a CPU: notebook 16's MFU)."""
+    device = torch.device(device) if device is not None else get_device()
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / _best_seconds(lambda: a @ b, device, repeats)
+
+
+def measured_bandwidth(device: torch.device | str | None = None, mib: int = 256, repeats: int = 5) -> float:
+    """Bytes/s of copying a ``mib`` MiB float32 tensor into another on ``device`` (read + write counted), best of
+    ``repeats``: the memory bandwidth a roofline needs."""
+    device = torch.device(device) if device is not None else get_device()
+    src = torch.randn(mib * 2**18, device=device)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / _best_seconds(lambda: dst.copy_(src), device, repeats)
+
+
 def memory_stats(device: torch.device | str | None = None) -> dict:
     """Memory figures in GiB: allocated and peak on a GPU; the process's resident size on the CPU."""
     device = torch.device(device) if device is not None else get_device()
@@ -392,6 +430,7 @@ class Throughput:
     tokens: int = 0
     seconds: float = 0.0
     unit: str = "tokens"  # what add() counts, for printing (tokens, samples, images)
+    peak: float | None = None  # FLOP/s to measure against; None: the GPU's data-sheet peak (peak_flops)
 
     def _sync(self):
         if self.device is not None and torch.device(self.device).type == "cuda":
@@ -416,10 +455,11 @@ class Throughput:
 
     @property
     def mfu(self) -> float | None:
-        """Achieved model FLOP/s over the GPU's peak; None on the CPU or an unknown GPU."""
-        if self.flops_per_token is None or self.device is None:
+        """Achieved model FLOP/s over ``peak`` (if given) or the GPU's data-sheet peak; None without either (a CPU
+        without ``peak``: pass ``peak=measured_matmul_flops(device)``) or without ``flops_per_token``."""
+        if self.flops_per_token is None:
             return None
-        peak = peak_flops(self.device)
+        peak = self.peak if self.peak is not None else (peak_flops(self.device) if self.device is not None else None)
         return None if peak is None else self.tokens_per_s * self.flops_per_token / peak
 
     def __str__(self) -> str:
