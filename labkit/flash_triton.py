@@ -8,8 +8,8 @@ is why the fused kernel is fast (attention's softmax is memory-bound, notebook 1
 
 Where there is no CUDA GPU, Triton's interpreter (``TRITON_INTERPRET=1``) runs the very same kernel on the CPU
 with NumPy, one program instance at a time: slow, but exact enough to test. This module sets that variable when
-it is imported on a machine without a GPU, before any kernel is defined (the interpreter is chosen when a
-kernel is decorated). ``TritonAttention`` pairs the kernel's forward (which also writes each row's log-sum-exp)
+it is imported on a machine without a GPU; it must be imported before anything else imports triton (Triton's
+own kernels are decorated, for the interpreter or not, when it is first imported). ``TritonAttention`` pairs the kernel's forward (which also writes each row's log-sum-exp)
 with ``labkit.flash``'s recomputing backward, so it trains like ``F.scaled_dot_product_attention``.
 """
 
@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import torch
 from torch import Tensor
 
-if not torch.cuda.is_available():  # before triton is imported: kernels below then run in its interpreter
+# Triton reads TRITON_INTERPRET when it is imported (its own library of kernels is decorated then), so the variable
+# only takes effect if nothing imported triton before us: torch.profiler does, for one.
+_IMPORTED_BEFORE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+if not torch.cuda.is_available():  # kernels below then run in Triton's interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 try:
@@ -98,6 +102,10 @@ def _check(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> None:
                          "need the same last dimension, k and v the same length")
     if causal and q.shape[-2] != k.shape[-2]:
         raise ValueError(f"causal attention needs as many queries as keys, got {q.shape[-2]} and {k.shape[-2]}")
+    if interpreted() and _IMPORTED_BEFORE:
+        raise RuntimeError("triton was imported (torch.profiler imports it, for one) before labkit.flash_triton could "
+                           "select its CPU interpreter: import labkit.flash_triton first, or start Python with "
+                           "TRITON_INTERPRET=1 set")
     if q.device.type != "cuda" and not interpreted():
         raise RuntimeError(f"the tensors are on {q.device} but Triton is compiling for a GPU: move them to cuda, or "
                            "set TRITON_INTERPRET=1 before labkit.flash_triton is first imported")

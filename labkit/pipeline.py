@@ -95,16 +95,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--block-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                   help="float64 makes the comparison with one process exact up to 1e-10 (tests)")
     p.add_argument("--out", default="runs/pipeline")
     args = p.parse_args(argv)
     if args.batch_size % args.microbatches:
         raise SystemExit(f"--batch-size {args.batch_size} must be divisible by --microbatches {args.microbatches}")
 
+    torch.set_default_dtype(getattr(torch, args.dtype))  # the stages' receive buffers too
     rank, world, device = distributed.setup()
     tok, train_data, _ = shakespeare_data()
     torch.manual_seed(args.seed)  # the same whole model on every rank; each keeps its stage
     gpt = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=args.block_size, n_layer=args.n_layer, n_head=4,
-                        n_embd=args.n_embd, bias=False, tie_weights=False)).to(device)
+                        n_embd=args.n_embd, bias=False, tie_weights=False)).to(device, getattr(torch, args.dtype))
     get_batch = rank_batches(train_data, args.block_size, args.batch_size, args.seed, 0, 1)  # the whole batch
     if world > 1:
         module = split_gpt(gpt, world)[rank]
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
                 schedule.step(target=y, losses=step_losses)
             else:
                 schedule.step()
-            value = torch.tensor([torch.stack(step_losses).mean().item() if stage.is_last else 0.0])
+            value = torch.tensor([torch.stack(step_losses).mean().item() if stage.is_last else 0.0], dtype=torch.float64)
             torch.distributed.broadcast(value, src=world - 1)  # the last stage knows the loss; everyone logs it
             losses.append(value.item())
         optimizer.step()

@@ -14,6 +14,15 @@ def pytest_configure(config):
         os.environ["LABKIT_DATA_DIR"] = str(SHARED_DATA)
     # The checks the tests run stay out of the learner's exercise record (tests of the record use isolated_cache).
     os.environ.setdefault("LABKIT_PROGRESS", "off")
+    # Without a GPU Triton can only interpret its kernels, and it reads this when first imported (by anything:
+    # torch.profiler imports it), so it is set before any test runs (tests/test_flash_triton.py).
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+    except ImportError:
+        pass
 
 
 def _fail_skip_under_ci(report) -> None:

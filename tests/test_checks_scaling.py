@@ -46,3 +46,55 @@ def test_stub_says_what_to_write(capsys):
     assert not checks.check_online_softmax_update(_todo)
     out = capsys.readouterr().out
     assert "not implemented yet" in out and "Hint" not in out
+
+
+# --- check_average_gradients: run in forked gloo processes -----------------------------------------------------
+
+
+def _average(model):
+    import torch.distributed as dist
+
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
+
+
+def _stub(model):
+    raise NotImplementedError
+
+
+def _skip_frozen_missing(model):
+    import torch.distributed as dist
+
+    for p in model.parameters():  # the frozen bias has no gradient
+        dist.all_reduce(p.grad)
+
+
+def test_average_gradients_checker(capsys):
+    from labkit.checks import check_average_gradients
+    from labkit.checks.scaling import _divide_by_two, _sum_only
+
+    assert check_average_gradients(_average)
+    assert "all 2 cases pass" in capsys.readouterr().out
+    assert not check_average_gradients(_sum_only)
+    assert "divide by dist.get_world_size()" in capsys.readouterr().out
+    assert not check_average_gradients(_divide_by_two)
+    assert "not by 2" in capsys.readouterr().out
+    assert not check_average_gradients(_stub)
+    assert "write the body of `_stub`" in capsys.readouterr().out
+    assert not check_average_gradients(_skip_frozen_missing)
+    assert "rank 0 of 2" in capsys.readouterr().out
+
+
+def test_run_in_processes_reports_a_rank_that_hangs():
+    import torch.distributed as dist
+
+    from labkit.checks import run_in_processes
+
+    def only_rank_zero_reduces(model):
+        if dist.get_rank() == 0:
+            dist.all_reduce(next(model.parameters()).grad)
+
+    with pytest.raises(RuntimeError, match="same collectives"):
+        run_in_processes(only_rank_zero_reduces, 2, timeout=5)

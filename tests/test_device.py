@@ -207,3 +207,13 @@ def test_peak_memory_sees_a_large_temporary_tensor():
         time.sleep(0.02)  # several samples while it lives
         del x
     assert big.peak_mib > 48 and big.peak_mib > small.peak_mib + 40
+
+
+def test_measured_peaks_and_mfu_against_a_given_peak():
+    flops = dev.measured_matmul_flops("cpu", n=256, repeats=2)
+    bandwidth = dev.measured_bandwidth("cpu", mib=8, repeats=2)
+    assert 1e8 < flops < 1e14 and 1e8 < bandwidth < 1e13
+    meter = dev.Throughput(flops_per_token=6.0, device="cpu", peak=100.0)
+    meter.tokens, meter.seconds = 10, 2.0  # 5 tokens/s x 6 FLOPs = 30 FLOP/s of a 100 FLOP/s peak
+    assert meter.mfu == pytest.approx(0.3)
+    assert dev.Throughput(flops_per_token=6.0, device="cpu").mfu is None  # a CPU has no data-sheet peak
