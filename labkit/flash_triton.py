@@ -22,6 +22,8 @@ import sys
 import torch
 from torch import Tensor
 
+from .flash import BlockwiseAttention
+
 # Triton reads TRITON_INTERPRET when it is imported (its own library of kernels is decorated then), so the variable
 # only takes effect if nothing imported triton before us: torch.profiler does, for one.
 _IMPORTED_BEFORE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
@@ -126,8 +128,9 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, block_
     return out.view(*lead, T_q, D), lse.view(*lead, T_q)
 
 
-class TritonAttention(torch.autograd.Function):
-    """The Triton kernel's forward, ``labkit.flash``'s blockwise backward (from the saved log-sum-exp)."""
+class TritonAttention(BlockwiseAttention):
+    """The Triton kernel's forward; the backward is ``labkit.flash.BlockwiseAttention``'s (blockwise, from the
+    saved log-sum-exp)."""
 
     @staticmethod
     def forward(ctx, q, k, v, causal: bool, scale: float, block_m: int, block_n: int):
@@ -135,14 +138,6 @@ class TritonAttention(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, out, lse.to(q.dtype))
         ctx.settings = (causal, scale, block_m, block_n)
         return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        from .flash import _backward
-
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, out, lse, dout.contiguous(), *ctx.settings)
-        return dq, dk, dv, None, None, None, None
 
 
 def triton_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False, scale: float | None = None,
