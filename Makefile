@@ -1,35 +1,67 @@
 # The two commands a newcomer needs: `make lab` and `make test`.
-# Both create .venv (if missing) and install labkit with its extras first.
+# Both create .venv (if missing) and install the lab first: `make lab` what the notebooks need, `make test` the
+# test tools on top. Everything comes from the public package index, at the versions in constraints.txt.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 PORT ?= 8888
 LAB_ARGS ?=
+# Which build of PyTorch: `default` is the public index's (on Linux x86-64 the CUDA build, about 4.6 GB with its
+# libraries, which also runs on a machine without a GPU); `make lab TORCH=cpu` takes PyTorch's CPU-only build
+# (about 0.2 GB) from PyTorch's own index. macOS and Windows get the same build either way.
+TORCH ?= default
+TORCH_INDEX_default :=
+TORCH_INDEX_cpu := --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_INDEX := $(or $(TORCH_INDEX_$(TORCH)),$(if $(filter default,$(TORCH)),,$(error TORCH must be default or cpu, not '$(TORCH)')))
+LAB_STAMP := $(VENV)/.installed-lab
+TEST_STAMP := $(VENV)/.installed-test
+# The Hugging Face hub (GPT-2 in notebooks 08 and 12) in the tests: off, so that a run gives the same result with
+# or without a network and with or without GPT-2 in the hub's cache (tests/test_hub.py tests the online path).
+TEST_ENV := LABKIT_HUB=off LABKIT_PROGRESS=off
 # nbval settings shared by `make test` and `make test-notebooks`
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
-# The portability check: the notebooks re-run with the numerics of a different kind of CPU than this one
-# (tests/portable_env.sh says which, and why) and are compared with outputs saved on this kind.
+# The notebooks re-run with the numerics of a different kind of CPU than this one (tests/portable_env.sh says
+# which, and why) and compared with outputs saved on this kind.
 PORTABLE_ENV = $(shell bash tests/portable_env.sh)
 NB ?= notebooks
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test test-unit test-notebooks test-portable nbval-coverage test-browser install browser-deps execute execute-all clean
+.PHONY: lab test test-unit test-notebooks test-portable nbval-coverage test-browser install install-test browser-deps \
+	execute execute-all constraints check-install clean
 
-$(STAMP): pyproject.toml constraints.txt
+# `make lab`: what the notebooks need, nothing else. torch first and pinned: an unpinned torch (or a package that
+# needs torch, installed before it) would take the newest build, not the tested one.
+$(LAB_STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@# torch first and pinned: an unpinned torch (or bertviz before torch) pulls a multi-GB CUDA build
-	$(PY) -m pip install -q -c constraints.txt torch
-	$(PY) -m pip install -q -c constraints.txt -e ".[lab,test]"
-	@touch $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt $(TORCH_INDEX) torch
+	$(PY) -m pip install -q -c constraints.txt -e ".[lab]"
+	@# up to version 0.1 the lab was installed under the name labkit: an old checkout's .venv still has it
+	@if $(PY) -m pip show -q labkit >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y labkit; fi
+	@touch $(LAB_STAMP)
 
-install: $(STAMP)
+# `make test`: the test runners and the references the tests compare with, on top of the lab.
+$(TEST_STAMP): $(LAB_STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	@touch $(TEST_STAMP)
 
-lab: $(STAMP)
+install: $(LAB_STAMP)
+install-test: $(TEST_STAMP)
+
+lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG) $(LAB_ARGS)
+
+# constraints.txt and environment.yml, regenerated from pyproject.toml (a universal resolution on the public index;
+# tools/constraints.py says why torch's own pins are left out). `make constraints ARGS=--upgrade` for the newest.
+constraints: $(TEST_STAMP)
+	$(PY) -m pip install -q uv
+	$(PY) tools/constraints.py $(ARGS)
+
+# Would a learner's install resolve on the public index alone, on every platform and on Colab? (also in make test)
+check-install: $(TEST_STAMP)
+	$(PY) tools/check_install.py
 
 # Chromium drives the browser test of the offline bertviz views; installed when we are root with apt.
 browser-deps:
@@ -44,38 +76,38 @@ browser-deps:
 # Unit and reference tests (two workers), then the browser tests on their own (notebook 04, which they run in
 # JupyterLab, times its attention loops: beside another worker's tests those timings are not the machine's),
 # then every notebook under the portability check.
-test: $(STAMP) browser-deps
-	$(PY) -m pytest tests -q -rs -n 2 --dist loadfile -m "not browser"
-	$(PY) -m pytest tests -q -rs -m browser
+test: $(TEST_STAMP) browser-deps
+	env $(TEST_ENV) $(PY) -m pytest tests -q -rs -n 2 --dist loadfile -m "not browser"
+	env $(TEST_ENV) $(PY) -m pytest tests -q -rs -m browser
 	@$(MAKE) --no-print-directory test-portable
 
-test-unit: $(STAMP)
-	$(PY) -m pytest tests -q -rs -n 2 --dist loadfile -m "not browser"
+test-unit: $(TEST_STAMP)
+	env $(TEST_ENV) $(PY) -m pytest tests -q -rs -n 2 --dist loadfile -m "not browser"
 
 # The notebooks on this CPU as it is: make test-notebooks [NB=notebooks/04_multi_head_attention.ipynb]
-test-notebooks: $(STAMP)
-	LABKIT_PROGRESS=off $(PY) -m pytest $(NB) $(NBVAL) -q
+test-notebooks: $(TEST_STAMP)
+	env $(TEST_ENV) $(PY) -m pytest $(NB) $(NBVAL) -q
 
 # The notebooks as another kind of CPU computes them: make test-portable [NB=...]
-test-portable: $(STAMP)
-	@echo "portability check: $(PORTABLE_ENV)"
-	env $(PORTABLE_ENV) LABKIT_PROGRESS=off $(PY) -m pytest $(NB) $(NBVAL) -q
+test-portable: $(TEST_STAMP)
+	@echo "numerics of another CPU: $(PORTABLE_ENV)"
+	env $(PORTABLE_ENV) $(TEST_ENV) $(PY) -m pytest $(NB) $(NBVAL) -q
 
 # How many code cells nbval compares and how many it ignores, per notebook
 nbval-coverage:
 	@$(or $(wildcard $(PY)),python3) tests/nbval_coverage.py notebooks
 
-test-browser: $(STAMP) browser-deps
-	$(PY) -m pytest tests -q -m browser
+test-browser: $(TEST_STAMP) browser-deps
+	env $(TEST_ENV) $(PY) -m pytest tests -q -m browser
 
 # Regenerate a notebook's stored outputs (never hand-edit outputs): make execute NB=notebooks/00_start_here.ipynb
-execute: $(STAMP)
+execute: $(TEST_STAMP)
 	@test -n "$(NB)" || (echo "usage: make execute NB=notebooks/NN_name.ipynb" && exit 2)
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 "$(NB)"
+	env $(TEST_ENV) $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 "$(NB)"
 
-execute-all: $(STAMP)
+execute-all: $(TEST_STAMP)
 	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
-	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; \
+	  env $(TEST_ENV) $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; \
 	done
 
 clean:

@@ -21,13 +21,18 @@ script runs in one process.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["setup", "cleanup", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean", "comm_device",
-           "free_port"]
+           "free_port", "torchrun", "shown", "run_command"]
 
 
 def is_distributed() -> bool:
@@ -94,3 +99,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def torchrun(nproc_per_node: int) -> list[str]:
+    """The ``torchrun --nproc_per_node N`` command as an argument list, with this Python (the environment's
+    ``torchrun`` script runs exactly this)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc_per_node)]
+
+
+def shown(args: Sequence[str | Path]) -> str:
+    """The command as a learner would type it in a terminal: ``python`` and ``torchrun`` for this Python's
+    long path, and every argument quoted where it needs to be (a path with a space)."""
+    words = [str(a) for a in args]
+    if words[:3] == [sys.executable, "-m", "torch.distributed.run"]:
+        words = ["torchrun", *words[3:]]
+    elif words[:1] == [sys.executable]:
+        words = ["python", *words[1:]]
+    return shlex.join(words)
+
+
+def run_command(args: Sequence[str | Path], env: dict | None = None, timeout: float = 600) -> str:
+    """Run a command given as an argument list (no shell: a path with a space stays one argument) and return what
+    it printed; if it fails, raise with the end of its output."""
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"the command failed (exit {done.returncode}): {shown(args)}\n"
+                           f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return done.stdout

@@ -13,9 +13,8 @@ Training happens once even when two processes ask for the same uncached model
 (two notebooks at once, two learners sharing a folder): ``load`` holds a lock on
 ``<checkpoint>.lock`` beside the checkpoint while it checks the cache, trains and
 saves, and the second process waits, then loads what the first one saved. The lock
-is ``fcntl.flock`` (Linux, macOS); where there is no ``fcntl`` (Windows) it is a
-lock file created exclusively, which a crashed process can leave behind: one
-older than ``STALE_LOCK_SECONDS`` is taken over.
+is the operating system's (``filelock``, on Linux, macOS and Windows), released when
+its holder ends, however it ends.
 
 The built-in models are the recipes of ``labkit.recipes`` (``RECIPE_MODULES``),
 registered on first use.
@@ -25,26 +24,19 @@ from __future__ import annotations
 
 import importlib
 import os
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 
 from ._io import atomic_write
 from .data import cache_dir
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
 __all__ = ["Recipe", "register", "available", "path", "find", "load", "save"]
-
-STALE_LOCK_SECONDS = 6 * 3600  # without fcntl: a lock file older than this was left by a crashed process
 
 
 @dataclass
@@ -135,42 +127,23 @@ def save(name: str, model: nn.Module, meta: dict) -> Path:
 
 @contextmanager
 def _lock(target: Path, name: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``target``'s ``.lock`` file; say so if another process holds it."""
+    """Hold an exclusive lock on ``target``'s ``.lock`` file; say so if another process holds it.
+
+    The lock is the operating system's (``filelock``: flock on Linux and macOS, msvcrt on Windows), so it dies
+    with its holder: a kernel killed while training leaves the file behind but not the lock, and the next
+    ``load`` takes it at once."""
     lock_path = target.with_name(target.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is not None:
-        with open(lock_path, "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"Another process is training {name!r}; waiting for it to finish...", flush=True)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-        return
-    waited = False
-    while True:  # no fcntl: whoever creates the lock file holds the lock
-        try:
-            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                if time.time() - lock_path.stat().st_mtime > STALE_LOCK_SECONDS:
-                    lock_path.unlink(missing_ok=True)  # left by a process that crashed
-                    continue
-            except FileNotFoundError:
-                continue
-            if not waited:
-                print(f"Another process is training {name!r}; waiting for it to finish...", flush=True)
-                waited = True
-            time.sleep(0.5)
-    os.close(fd)
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"Another process is training {name!r}; waiting for it to finish...", flush=True)
+        lock.acquire()
     try:
         yield
     finally:
-        lock_path.unlink(missing_ok=True)
+        lock.release()
 
 
 def _load_file(r: Recipe, file: Path, device) -> nn.Module:

@@ -212,7 +212,7 @@ def test_from_pretrained_network_failure_gives_clear_error(monkeypatch):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained", no_network)
-    with pytest.raises(RuntimeError, match="hub is unreachable"):
+    with pytest.raises(RuntimeError, match="hub is offline or unreachable"):
         GPT.from_pretrained("gpt2")
 
 

@@ -21,7 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not (ROOT / ".venv" / ".installed").is_file(), reason="run through `make test` (needs the installed .venv)")
+@pytest.mark.skipif(not (ROOT / ".venv" / ".installed-lab").is_file(), reason="run through `make test` (needs the installed .venv)")
 def test_make_lab_serves_the_notebooks(tmp_path):
     port, token = _free_port(), secrets.token_hex(8)
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}

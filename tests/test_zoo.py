@@ -121,15 +121,12 @@ print("weight", model.weight.sum().item(), flush=True)
 """
 
 
-@pytest.mark.parametrize("fallback", [False, True], ids=["fcntl", "no-fcntl"])
-def test_two_processes_train_once(isolated_cache, tmp_path, fallback):
+def test_two_processes_train_once(isolated_cache, tmp_path):
     import subprocess
     import sys
 
     script = tmp_path / "load.py"
-    source = _TWO_PROCESSES if not fallback else _TWO_PROCESSES.replace(
-        "from labkit import zoo\n", "from labkit import zoo\nzoo.fcntl = None  # as on Windows\n")
-    script.write_text(source)
+    script.write_text(_TWO_PROCESSES)
     calls = tmp_path / "calls.txt"
     env = {**__import__("os").environ, "LABKIT_CACHE_DIR": str(isolated_cache)}
     procs = [subprocess.Popen([sys.executable, str(script), str(calls)], env=env, stdout=subprocess.PIPE,
@@ -141,6 +138,44 @@ def test_two_processes_train_once(isolated_cache, tmp_path, fallback):
     waited = [out for out, _ in outs if "waiting for it to finish" in out]
     assert len(waited) == 1
     assert (isolated_cache / "zoo").is_dir() and not list((isolated_cache / "zoo").glob("*.tmp"))
+
+
+_HOLDER = r"""
+import sys, time
+from pathlib import Path
+from labkit import zoo
+
+with zoo._lock(Path(sys.argv[1]), "test-killed"):
+    print("holding", flush=True)
+    time.sleep(600)  # a kernel training a model, until it is killed
+"""
+
+
+def test_a_lock_whose_holder_was_killed_is_taken_at_once(tmp_path):
+    """A kernel killed mid-training (Jupyter's "restart", a closed laptop) leaves the lock file, not the lock."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from filelock import FileLock, Timeout
+
+    target = tmp_path / "zoo" / "test-killed-v1.pt"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        lock_file = target.with_name(target.name + ".lock")
+        with pytest.raises(Timeout):  # held while its holder lives
+            FileLock(lock_file).acquire(timeout=0.5)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        assert lock_file.exists()  # the killed process could not clean up
+        t0 = time.perf_counter()
+        with zoo._lock(target, "test-killed"):
+            pass
+        assert time.perf_counter() - t0 < 2.0
+    finally:
+        holder.kill()
 
 
 def test_saved_files_are_readable_by_others_as_the_umask_allows(isolated_cache):

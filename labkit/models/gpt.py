@@ -344,11 +344,12 @@ class GPT(nn.Module):
             hf_model = GPT2LMHeadModel.from_pretrained(name)
         except OSError as e:
             raise RuntimeError(
-                f"Could not load the GPT-2 weights {name!r}: the Hugging Face hub is unreachable from "
-                "here and no copy was found in the local Hugging Face cache.\n"
+                f"Could not load the GPT-2 weights {name!r}: the Hugging Face hub is offline or unreachable "
+                "from here and no copy was found in the local Hugging Face cache.\n"
                 "What to do: run this where the internet is available (e.g. Colab or Binder), or "
                 "pre-download once on a connected machine with\n"
-                f"    python -c \"from transformers import GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('{name}')\"\n"
+                f"    python -c \"from transformers import AutoTokenizer, GPT2LMHeadModel; "
+                f"GPT2LMHeadModel.from_pretrained('{name}'); AutoTokenizer.from_pretrained('{name}')\"\n"
                 "and copy the Hugging Face cache (~/.cache/huggingface, or $HF_HOME) to this machine.\n"
                 f"(underlying error: {type(e).__name__}: {e})"
             ) from e

@@ -1,0 +1,173 @@
+"""A learner's install resolves on the public package index alone, on every platform (tools/check_install.py), and
+the pinned versions are generated so that they cannot contradict what torch pins for itself (tools/constraints.py).
+
+The resolution tests read the public index (metadata only, nothing is installed): they skip where it is
+unreachable, and under CI=true that skip is a failure.
+"""
+
+import importlib.util
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+check_install = _load("check_install")
+constraints = _load("constraints")
+ONLINE = check_install.index_reachable()
+online = pytest.mark.skipif(not ONLINE, reason=f"the public package index ({check_install.INDEX}) is unreachable")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    return check_install.build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+def _pins(path: Path) -> dict[str, list[Requirement]]:
+    pins: dict[str, list[Requirement]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith(("#", "-")):
+            req = Requirement(line)
+            pins.setdefault(canonicalize_name(req.name), []).append(req)
+    return pins
+
+
+def _version(pin: Requirement) -> str:
+    return next(iter(pin.specifier)).version
+
+
+# ---- the resolution a learner's pip performs -------------------------------------------------------------------
+
+@online
+@pytest.mark.parametrize("version", sorted(check_install.interpreters()))
+def test_make_lab_and_make_test_resolve_on_this_platform(version, wheel, tmp_path):
+    python = check_install.interpreters()[version]
+    r = check_install.check_host(python, wheel, ROOT / "constraints.txt", tmp_path)
+    assert r.ok, r.detail
+    assert r.installs["torch"] == _version(_pins(ROOT / "constraints.txt")["torch"][0])
+    assert {"jupyterlab", "transformers", "pytest", "nbval"} <= set(r.installs)
+
+
+@online
+@pytest.mark.parametrize("route", sorted(check_install.PLATFORMS))
+def test_the_install_resolves_on_other_platforms(route, wheel, tmp_path):
+    r = check_install.check_platform(route, sys.executable, wheel, ROOT / "constraints.txt", tmp_path)
+    assert r.ok, r.detail
+    if route == "windows-amd64":  # markers are evaluated as on that platform: Windows-only packages come in
+        assert "pywinpty" in r.installs and "triton" not in r.installs
+    if route == "macos-arm64":
+        assert "appnope" in r.installs and not any(n.startswith("nvidia-") for n in r.installs)
+
+
+@online
+def test_a_pin_that_contradicts_torch_fails_the_check(wheel, tmp_path):
+    """The check catches what broke every Linux install: a frozen CPU-only environment's triton==3.9.0 against
+    the public torch 2.13.0, which requires triton==3.7.1 on Linux."""
+    bad = tmp_path / "constraints.txt"
+    bad.write_text((ROOT / "constraints.txt").read_text() + "triton==3.9.0\n")
+    r = check_install.check_host(sys.executable, wheel, bad, tmp_path)
+    assert not r.ok and "triton" in r.detail
+
+
+@online
+def test_colab_keeps_its_preinstalled_torch(wheel, tmp_path):
+    """The notebooks' install cell, in an environment that already has the oldest torch of the supported range."""
+    r = check_install.check_colab(sys.executable, wheel, tmp_path)
+    assert r.ok, r.detail
+    assert "torch" not in r.installs and "transformers" in r.installs
+    assert not any(n.startswith(("nvidia-", "triton")) for n in r.installs)  # nothing built against a torch
+
+
+def test_colab_check_catches_a_cap_that_would_replace_torch(tmp_path):
+    """The check itself fails when pip would install a torch: judged on a report that says so."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    torch_req = next(Requirement(r) for r in meta["dependencies"] if r.startswith("torch"))
+    assert torch_req.specifier.contains(check_install.COLAB_TORCH)  # the simulated Colab torch is in our range
+    assert not any(s.operator in ("<", "<=", "==", "~=") for s in torch_req.specifier), \
+        "an upper bound on torch would make pip replace Colab's newer torch"
+
+
+# ---- what the generated files say -------------------------------------------------------------------------------
+
+def test_constraints_leave_torchs_own_pins_to_torch():
+    pins = _pins(ROOT / "constraints.txt")
+    own = [n for n in pins if n == "triton" or n.startswith(("nvidia-", "cuda-"))]
+    assert not own, f"constraints.txt pins what torch pins for itself: {own}; regenerate it with `make constraints`"
+    assert "GENERATED by `make constraints`" in (ROOT / "constraints.txt").read_text()
+
+
+def test_constraints_pin_every_dependency_inside_its_range():
+    pins = _pins(ROOT / "constraints.txt")
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for r in meta["dependencies"] + sum(meta["optional-dependencies"].values(), []):
+        req = Requirement(r)
+        name = canonicalize_name(req.name)
+        if name == "foundation-models-lab" or name in ("triton",):
+            continue
+        assert name in pins, f"{req.name} is not pinned in constraints.txt"
+        for pin in pins[name]:
+            version = _version(pin)
+            assert req.specifier.contains(version, prereleases=True), f"{pin} is outside {req.specifier}"
+
+
+def test_binder_installs_the_tested_versions_with_a_cpu_torch():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pip[0] == f"--extra-index-url {constraints.CPU_INDEX}"
+    tested = _pins(ROOT / "constraints.txt")
+    binder = [Requirement(p) for p in pip[1:]]
+    assert {canonicalize_name(r.name) for r in binder} >= {"torch", "jupyterlab", "transformers", "bertviz"}
+    for req in binder:
+        assert str(req.specifier).startswith("=="), f"environment.yml: {req} is not pinned"
+        versions = {_version(p) for p in tested[canonicalize_name(req.name)]}
+        assert _version(req) in versions, f"environment.yml: {req}, constraints.txt: {versions}"
+    assert not any(canonicalize_name(r.name) in ("pytest", "nbval", "triton") for r in binder)
+    assert "pip install --no-deps -e ." in (ROOT / "postBuild").read_text()
+
+
+def test_the_generator_leaves_out_what_only_torch_needs(monkeypatch):
+    text = """\
+numpy==2.4.6
+    # via foundation-models-lab (pyproject.toml)
+nvidia-cublas==13.1.1.3 ; sys_platform == 'linux'
+    # via
+    #   cuda-toolkit
+    #   nvidia-cudnn-cu13
+cuda-toolkit==13.0.3.0 ; sys_platform == 'linux'
+    # via torch
+nvidia-cudnn-cu13==9.20.0.48 ; sys_platform == 'linux'
+    # via torch
+sympy==1.14.0
+    # via torch
+filelock==4.3.1
+    # via
+    #   foundation-models-lab (pyproject.toml)
+    #   torch
+torch==2.13.0
+    # via foundation-models-lab (pyproject.toml)
+triton==3.7.1 ; sys_platform == 'linux'
+    # via
+    #   foundation-models-lab (pyproject.toml)
+    #   torch
+"""
+    entries = constraints.parse(text)
+    monkeypatch.setattr(constraints, "torch_exact_pins", lambda version: {"triton", "cuda-toolkit", "nvidia-cudnn-cu13"})
+    own = constraints.torch_own(entries)
+    assert own == {"triton", "cuda-toolkit", "nvidia-cudnn-cu13", "nvidia-cublas", "sympy"}
+    kept = constraints.constraints_text(entries, own)
+    assert re.findall(r"^([\w-]+)==", kept, re.M) == ["numpy", "filelock", "torch"]
