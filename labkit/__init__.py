@@ -7,7 +7,7 @@ Split by concept, not by notebook: ``device``, ``data``, ``tokenizers``,
 and later notebooks import it from here.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import logging as _logging
 

@@ -1,13 +1,16 @@
-"""The repository the lab is published at, as ONE setting: ``[project.urls] Repository`` in pyproject.toml.
+"""Where the lab is published, as ONE setting: ``[project.urls] Repository`` and ``version`` in pyproject.toml.
 
-The Binder and Colab badges in README.md and the install cell at the top of every notebook must name
-that repository literally (they run before labkit is installed). This tool writes the setting into
-all of them, or checks that they agree with it:
+The Binder and Colab badges in README.md and the install cell at the top of every notebook must name that
+repository and release literally (they run before the lab is installed). Each names the release tag
+``v<version>``, never the moving ``main``: a notebook opened from a badge and the package its install cell
+installs are the same release, and Colab learners get what was tested. This tool writes the setting into all of
+them, or checks that they agree with it:
 
     python tools/repo_url.py            # rewrite README.md and notebooks/*.ipynb from pyproject.toml
-    python tools/repo_url.py --check    # exit 1 and list every place that names another repository
+    python tools/repo_url.py --check    # exit 1 and list every place that names another repository or release
 
-To publish the lab elsewhere: change the setting in pyproject.toml, then run the first command.
+To publish a release: set its version in pyproject.toml, run the first command, commit, and push the tag
+v<version> (CONTRIBUTING.md). To publish the lab elsewhere: change Repository, then run the first command.
 """
 
 from __future__ import annotations
@@ -17,55 +20,71 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# owner/name inside the three kinds of link the lab uses (Binder, Colab, pip install from git)
-PATTERNS = [
-    re.compile(r"(mybinder\.org/v2/gh/)([\w.-]+/[\w.-]+)(/)"),
-    re.compile(r"(colab\.research\.google\.com/github/)([\w.-]+/[\w.-]+)(/blob/)"),
-    re.compile(r"(git\+https://github\.com/)([\w.-]+/[\w.-]+?)(\.git)?(?=[\"'\\@\s]|$)"),
+# The three kinds of link the lab uses, each with the repository (owner/name) and the release it names
+LINKS = [
+    re.compile(r"mybinder\.org/v2/gh/(?P<repo>[\w.-]+/[\w.-]+)/(?P<ref>[\w.-]+)"),
+    re.compile(r"colab\.research\.google\.com/github/(?P<repo>[\w.-]+/[\w.-]+)/blob/(?P<ref>[\w.-]+)/"),
+    re.compile(r"git\+https://github\.com/(?P<repo>[\w.-]+/[\w.-]+?)(?:\.git)?(?:@(?P<ref>[\w.-]+))?(?=[\"'\\\s]|$)"),
 ]
 
 
-def setting() -> str:
-    """owner/name from pyproject.toml's [project.urls] Repository."""
+def _project() -> dict:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
-    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def setting() -> str:
+    """owner/name from pyproject.toml's [project.urls] Repository."""
+    url = _project()["urls"]["Repository"]
     m = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)/?", url)
     if not m:
         raise SystemExit(f"pyproject.toml: Repository must look like https://github.com/OWNER/NAME, got {url!r}")
     return m.group(1)
 
 
+def release() -> str:
+    """The release tag the links name: v<version> from pyproject.toml."""
+    return f"v{_project()['version']}"
+
+
 def files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "notebooks").glob("*.ipynb"))]
 
 
-def mentions(text: str) -> list[str]:
-    """Every owner/name the links in ``text`` point to."""
-    return [m.group(2) for p in PATTERNS for m in p.finditer(text)]
+def mentions(text: str) -> list[tuple[str, str | None]]:
+    """(owner/name, release) of every link in ``text``."""
+    return [(m.group("repo"), m.group("ref")) for p in LINKS for m in p.finditer(text)]
 
 
-def rewrite(text: str, repo: str) -> str:
-    for p in PATTERNS:
-        text = p.sub(lambda m: m.group(1) + repo + (m.group(3) or ""), text)
+def rewrite(text: str, repo: str, ref: str) -> str:
+    def fix(m: re.Match) -> str:
+        whole, start = m.group(0), m.start()
+        out = whole[: m.start("repo") - start] + repo
+        if m.group("ref") is None:  # a pip URL without a release: add it
+            return out + whole[m.end("repo") - start :] + "@" + ref
+        return out + whole[m.end("repo") - start : m.start("ref") - start] + ref + whole[m.end("ref") - start :]
+
+    for p in LINKS:
+        text = p.sub(fix, text)
     return text
 
 
 def main(argv: list[str]) -> int:
-    repo, check = setting(), "--check" in argv
+    repo, ref, check = setting(), release(), "--check" in argv
     wrong = []
     for path in files():
         text = path.read_text(encoding="utf-8")
-        others = sorted({r for r in mentions(text) if r != repo})
+        others = sorted({f"{r}@{t}" for r, t in mentions(text) if (r, t) != (repo, ref)})
         if others and check:
             wrong.append(f"{path.relative_to(ROOT)}: {', '.join(others)}")
         elif others:
-            path.write_text(rewrite(text, repo), encoding="utf-8")
-            print(f"{path.relative_to(ROOT)}: now points to {repo}")
+            path.write_text(rewrite(text, repo, ref), encoding="utf-8")
+            print(f"{path.relative_to(ROOT)}: now points to {repo} at {ref}")
     if wrong:
-        print(f"These name another repository than the setting ({repo}, pyproject.toml [project.urls]):\n  "
+        print(f"These name another repository or release than the setting ({repo} at {ref}, pyproject.toml):\n  "
               + "\n  ".join(wrong) + "\nRun: python tools/repo_url.py")
         return 1
     return 0
