@@ -8,9 +8,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8888
 LAB_ARGS ?=
-# Which build of PyTorch: `default` is the public index's (on Linux x86-64 the CUDA build, about 4.6 GB with its
-# libraries, which also runs on a machine without a GPU); `make lab TORCH=cpu` takes PyTorch's CPU-only build
-# (about 0.2 GB) from PyTorch's own index. macOS and Windows get the same build either way.
+# Which build of PyTorch: `default` is the public index's (on Linux x86-64 the CUDA build: the lab's install then
+# downloads 2.9 GB and takes 5.7 GB on disk, and it runs on a machine without a GPU too); `make lab TORCH=cpu` takes
+# PyTorch's CPU-only build from PyTorch's own index (0.4 GB to download, 1.7 GB on disk; benchmarks/install_routes.py).
+# macOS and Windows get their one build either way.
 TORCH ?= default
 TORCH_INDEX_default :=
 TORCH_INDEX_cpu := --extra-index-url https://download.pytorch.org/whl/cpu

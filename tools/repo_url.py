@@ -25,6 +25,9 @@ LINKS = [
     re.compile(r"mybinder\.org/v2/gh/(?P<repo>[\w.-]+/[\w.-]+)/(?P<ref>[\w.-]+)"),
     re.compile(r"colab\.research\.google\.com/github/(?P<repo>[\w.-]+/[\w.-]+)/blob/(?P<ref>[\w.-]+)/"),
     re.compile(r"git\+https://github\.com/(?P<repo>[\w.-]+/[\w.-]+?)(?:\.git)?(?:@(?P<ref>[\w.-]+))?(?=[\"'\\\s]|$)"),
+    re.compile(r"git clone https://github\.com/(?P<repo>[\w.-]+/[\w.-]+?)\.git"),  # no release: a clone gets them all
+    re.compile(r"repository-code: \"https://github\.com/(?P<repo>[\w.-]+/[\w.-]+?)\""),  # CITATION.cff
+    re.compile(r"\nversion: (?P<ref>v?[\w.-]+)\n"),  # CITATION.cff's version (written without the v)
 ]
 
 
@@ -51,21 +54,41 @@ def release() -> str:
 
 
 def files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    return [ROOT / "README.md", ROOT / "CITATION.cff", *sorted((ROOT / "notebooks").glob("*.ipynb"))]
 
 
-def mentions(text: str) -> list[tuple[str, str | None]]:
-    """(owner/name, release) of every link in ``text``."""
-    return [(m.group("repo"), m.group("ref")) for p in LINKS for m in p.finditer(text)]
+def _groups(m: re.Match) -> tuple[str | None, str | None]:
+    repo = m.group("repo") if "repo" in m.re.groupindex else None
+    ref = m.group("ref") if "ref" in m.re.groupindex else None
+    if ref is not None and m.group(0).startswith("\nversion"):
+        ref = "v" + ref.lstrip("v")
+    return repo, ref
+
+
+def mentions(text: str) -> list[tuple[str | None, str | None]]:
+    """(owner/name, release) of every link in ``text``; None where a link names only one of them."""
+    return [_groups(m) for p in LINKS for m in p.finditer(text)]
+
+
+def _agrees(found: tuple[str | None, str | None], repo: str, ref: str) -> bool:
+    return found[0] in (None, repo) and found[1] in (None, ref)
 
 
 def rewrite(text: str, repo: str, ref: str) -> str:
     def fix(m: re.Match) -> str:
         whole, start = m.group(0), m.start()
-        out = whole[: m.start("repo") - start] + repo
-        if m.group("ref") is None:  # a pip URL without a release: add it
-            return out + whole[m.end("repo") - start :] + "@" + ref
-        return out + whole[m.end("repo") - start : m.start("ref") - start] + ref + whole[m.end("ref") - start :]
+        spans = []  # (start, end, new text) inside the match
+        if "repo" in m.re.groupindex:
+            spans.append((m.start("repo") - start, m.end("repo") - start, repo))
+        if "ref" in m.re.groupindex:
+            new = ref[1:] if whole.startswith("\nversion") else ref
+            if m.group("ref") is None:  # a pip URL without a release: add it
+                spans.append((len(whole), len(whole), "@" + ref))
+            else:
+                spans.append((m.start("ref") - start, m.end("ref") - start, new))
+        for a, b, new in sorted(spans, reverse=True):
+            whole = whole[:a] + new + whole[b:]
+        return whole
 
     for p in LINKS:
         text = p.sub(fix, text)
@@ -77,7 +100,7 @@ def main(argv: list[str]) -> int:
     wrong = []
     for path in files():
         text = path.read_text(encoding="utf-8")
-        others = sorted({f"{r}@{t}" for r, t in mentions(text) if (r, t) != (repo, ref)})
+        others = sorted({f"{r or repo}@{t or ref}" for r, t in mentions(text) if not _agrees((r, t), repo, ref)})
         if others and check:
             wrong.append(f"{path.relative_to(ROOT)}: {', '.join(others)}")
         elif others:
