@@ -1,10 +1,11 @@
 """Data sets: a registry of named files, found locally or downloaded with a checksum.
 
-``fetch(name)`` looks in three places, in order:
+``fetch(name)`` looks in four places, in order:
 
-1. ``$LABKIT_DATA_DIR`` — a folder an instructor pre-seeded (USB stick, shared drive);
+1. ``$LABKIT_DATA_DIR`` — a folder an instructor pre-seeded (USB stick, shared drive, an unpacked kit);
 2. the cache, ``data/cache/`` in a checkout (or ``$LABKIT_CACHE_DIR``, or ``~/.cache/labkit``);
-3. the data set's URL(s), streamed with a progress bar into a temporary file that is
+3. a classroom kit served at ``$LABKIT_KIT_URL`` (``labkit.zoo.kit``);
+4. the data set's URL(s), streamed with a progress bar into a temporary file that is
    renamed into the cache only after its SHA-256 matches the registry.
 
 A file whose checksum does not match is never used. The batching helpers at
@@ -15,19 +16,17 @@ the bottom turn a token tensor into language-model batches (``random_windows``,
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import re
-import tempfile
 import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from ._io import USER_AGENT, ChecksumError, download, sha256sum
 
 __all__ = [
     "Dataset", "REGISTRY", "register", "fetch", "cache_dir", "sha256sum", "read_text",
@@ -38,7 +37,7 @@ __all__ = [
     "pad_batch", "length_grouped_batches", "special_tokens_mask", "masked_batch",
 ]
 
-_USER_AGENT = "Mozilla/5.0 (labkit; Foundation Models Lab)"  # some hosts refuse Python's default agent
+_USER_AGENT = USER_AGENT
 
 
 @dataclass(frozen=True)
@@ -120,24 +119,11 @@ def cache_dir() -> Path:
     return path
 
 
-def sha256sum(path: str | Path) -> str:
-    """The hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class UnknownDatasetError(KeyError):
     """A name that is not in the registry."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
         return str(self.args[0])
-
-
-class ChecksumError(ValueError):
-    """A file's SHA-256 differs from the registry's."""
 
 
 def _verify(path: Path, ds: Dataset, where: str) -> Path:
@@ -170,7 +156,12 @@ def fetch(name: str, progress: bool = True, timeout: float = 30.0) -> Path:
     target = cache_dir() / ds.filename
     if target.is_file():
         return _verify(target, ds, "Cached")
-    # 3. download (every URL in turn), verify, then rename into place
+    # 3. a classroom kit's address (LABKIT_KIT_URL), if one is set
+    from .zoo.kit import fetch_data_from_kit
+
+    if (fetched := fetch_data_from_kit(ds.filename, ds.sha256, progress=progress)) is not None:
+        return fetched
+    # 4. download (every URL in turn), verify, then rename into place
     errors = []
     for url in ds.urls:
         try:
@@ -189,38 +180,17 @@ def fetch(name: str, progress: bool = True, timeout: float = 30.0) -> Path:
 
 
 def _download(url: str, ds: Dataset, target: Path, progress: bool, timeout: float) -> None:
-    from tqdm.auto import tqdm
+    def extract(tmp: Path) -> None:  # the URL is a .zip: keep only the one member
+        with zipfile.ZipFile(tmp) as archive:
+            data = archive.read(ds.member)
+        tmp.write_bytes(data)
 
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{ds.filename}.", suffix=".partial", dir=target.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            expected = response.headers.get("Content-Length")
-            expected = int(expected) if expected is not None else None
-            received = 0
-            with tqdm(total=expected, unit="B", unit_scale=True, desc=f"Downloading {ds.name}",
-                      disable=not progress, leave=False) as bar:
-                while block := response.read(1 << 16):
-                    out.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-            if expected is not None and received != expected:
-                raise OSError(f"connection closed after {received:,} of {expected:,} bytes")
-        if ds.member is not None:  # the URL is a .zip: pull the one member out
-            with zipfile.ZipFile(tmp) as archive:
-                data = archive.read(ds.member)
-            tmp.write_bytes(data)
-        actual = sha256sum(tmp)
-        if actual != ds.sha256:
-            raise ChecksumError(
-                f"Downloaded data set {ds.name!r} from {url} has the wrong checksum: expected sha256 "
-                f"{ds.sha256}, got {actual}. The file was not kept. The server may serve a different "
-                f"version; pre-seed the right copy with LABKIT_DATA_DIR (see data/README.md)."
-            )
-        os.replace(tmp, target)  # atomic: a reader sees the old state or the whole verified file
-    finally:
-        tmp.unlink(missing_ok=True)
+        download(url, target, ds.sha256, progress=progress, timeout=timeout, desc=f"Downloading {ds.name}",
+                 transform=extract if ds.member is not None else None)
+    except ChecksumError as e:
+        raise ChecksumError(f"Downloaded data set {ds.name!r}: {e} The server may serve a different version; "
+                            "pre-seed the right copy with LABKIT_DATA_DIR (see data/README.md).") from e
 
 
 # --- readers ------------------------------------------------------------------

@@ -14,6 +14,8 @@ def pytest_configure(config):
         os.environ["LABKIT_DATA_DIR"] = str(SHARED_DATA)
     # The checks the tests run stay out of the learner's exercise record (tests of the record use isolated_cache).
     os.environ.setdefault("LABKIT_PROGRESS", "off")
+    # No classroom kit and no published one: a test that wants one serves it itself (tests/test_zoo_kit.py).
+    os.environ.setdefault("LABKIT_KIT_URL", "off")
     # Without a GPU Triton can only interpret its kernels, and it reads this when first imported (by anything:
     # torch.profiler imports it), so it is set before any test runs (tests/test_flash_triton.py).
     try:

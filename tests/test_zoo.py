@@ -77,7 +77,9 @@ def test_find_says_which_checkpoint_load_would_use(isolated_cache, tmp_path, mon
     (seeded / "zoo").mkdir(parents=True)
     torch.save({"model": nn.Linear(2, 1).state_dict(), "meta": {"n_in": 2}}, seeded / "zoo" / cached.name)
     monkeypatch.setenv("LABKIT_DATA_DIR", str(seeded))
-    assert zoo.find("test-find") == seeded / "zoo" / cached.name  # a pre-seeded copy comes first
+    assert zoo.find("test-find") == cached  # the cache comes first: a model retrained here wins over a kit's
+    cached.unlink()
+    assert zoo.find("test-find") == seeded / "zoo" / cached.name  # then the pre-seeded copy
     assert zoo.load("test-find").zoo_meta == {"n_in": 2}
 
 
@@ -94,7 +96,9 @@ def test_a_failed_save_keeps_the_previous_checkpoint(isolated_cache, monkeypatch
         m.setattr(torch, "save", broken_save)
         zoo.save("test-atomic", nn.Linear(3, 1), {"n_in": 3, "newer": True})
     assert torch.load(zoo.path("test-atomic"), weights_only=True)["meta"] == {"n_in": 3}
-    assert sorted(p.name for p in zoo.path("test-atomic").parent.iterdir()) == [zoo.path("test-atomic").name]
+    files = sorted(p.name for p in zoo.path("test-atomic").parent.iterdir())
+    assert files == [zoo.MANIFEST, zoo.MANIFEST + ".lock", zoo.path("test-atomic").name]  # no half-written file
+    assert zoo.check(zoo.path("test-atomic")) is None  # and the manifest still describes the file that is there
 
 
 _TWO_PROCESSES = r"""

@@ -190,5 +190,5 @@ def register() -> None:
         name="gpt-english-sft",
         description="gpt-english instruction-tuned (full SFT, 2,000 steps) into notebook 12's assistant",
         build=f"{__name__}:build_gpt_english_sft", train=f"{__name__}:train_gpt_english_sft",
-        version=1, minutes_cpu=2.5,
+        version=1, minutes_cpu=2.5, needs=("gpt-english",),
     ), overwrite=True)  # fmt: skip

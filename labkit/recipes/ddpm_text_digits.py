@@ -144,5 +144,5 @@ def register() -> None:
         description="a caption-conditioned UNet (notebook 13's, with cross-attention to clip-digits' frozen text "
                     "encoder; the empty caption for classifier-free guidance) trained on 8x8 digits",
         build=f"{__name__}:build_ddpm_text_digits", train=f"{__name__}:train_ddpm_text_digits",
-        version=1, minutes_cpu=2,
+        version=1, minutes_cpu=2, needs=("clip-digits",),
     ), overwrite=True)  # fmt: skip
