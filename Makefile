@@ -31,7 +31,7 @@ NB ?= notebooks
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: lab test test-unit test-notebooks test-portable nbval-coverage test-browser install install-test browser-deps \
-	execute execute-all constraints check-install clean
+	execute execute-all constraints check-install wheelhouse kit clean
 
 # `make lab`: what the notebooks need, nothing else. torch first and pinned: an unpinned torch (or a package that
 # needs torch, installed before it) would take the newest build, not the tested one.
@@ -60,6 +60,17 @@ lab: $(LAB_STAMP)
 constraints: $(TEST_STAMP)
 	$(PY) -m pip install -q uv
 	$(PY) tools/constraints.py $(ARGS)
+
+# A classroom kit: every zoo model built (in dependency order; 10 minutes on a 2-core AMD EPYC) and packed with
+# the data sets and their checksums into kit.tar (python -m labkit.zoo --help for the other commands).
+kit: $(LAB_STAMP)
+	$(PY) -m labkit.zoo build --all
+	$(PY) -m labkit.zoo pack kit.tar
+
+# A classroom without internet: the wheels for each platform of the room, with PyTorch's CPU build, checked to
+# install from the folder alone (tools/wheelhouse.py; ARGS="--platform linux-x86_64 --python 3.12.8" for others).
+wheelhouse: $(TEST_STAMP)
+	$(PY) tools/wheelhouse.py $(ARGS)
 
 # Would a learner's install resolve on the public index alone, on every platform and on Colab? (also in make test)
 check-install: $(TEST_STAMP)
