@@ -31,7 +31,7 @@ NB ?= notebooks
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: lab test test-unit test-notebooks test-portable nbval-coverage test-browser install install-test browser-deps \
-	execute execute-all constraints check-install wheelhouse kit clean
+	execute execute-all constraints check-install wheelhouse kit site site-serve clean
 
 # `make lab`: what the notebooks need, nothing else. torch first and pinned: an unpinned torch (or a package that
 # needs torch, installed before it) would take the newest build, not the tested one.
@@ -86,11 +86,12 @@ browser-deps:
 	  else echo "No /usr/bin/chromium and not root with apt-get: the browser test will be skipped"; fi; \
 	fi
 
-# Unit and reference tests (two workers), then the browser tests on their own (notebook 04, which they run in
-# JupyterLab, times its attention loops: beside another worker's tests those timings are not the machine's),
-# then every notebook under the portability check.
+# Unit and reference tests (two workers); the course website built from the saved notebooks; then the browser tests
+# on their own (the website's pages, and notebook 04 in JupyterLab, which times its attention loops: beside another
+# worker's tests those timings are not the machine's); then every notebook with the numerics of another CPU.
 test: $(TEST_STAMP) browser-deps
 	env $(TEST_ENV) $(PY) -m pytest tests -q -rs -n 2 --dist loadfile -m "not browser"
+	$(PY) tools/build_site.py
 	env $(TEST_ENV) $(PY) -m pytest tests -q -rs -m browser
 	@$(MAKE) --no-print-directory test-portable
 
@@ -112,6 +113,19 @@ nbval-coverage:
 
 test-browser: $(TEST_STAMP) browser-deps
 	env $(TEST_ENV) $(PY) -m pytest tests -q -m browser
+
+# The course website from the saved notebooks (nothing re-executed): build/site/index.html (tools/build_site.py).
+# `make site-serve` then serves it on http://127.0.0.1:$(PORT).
+SITE_STAMP := $(VENV)/.installed-site
+$(SITE_STAMP): $(LAB_STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[site]"
+	@touch $(SITE_STAMP)
+
+site: $(SITE_STAMP)
+	$(PY) tools/build_site.py
+
+site-serve: site
+	$(PY) -m http.server -d build/site -b 127.0.0.1 $(PORT)
 
 # Regenerate a notebook's stored outputs (never hand-edit outputs): make execute NB=notebooks/00_start_here.ipynb
 execute: $(TEST_STAMP)
