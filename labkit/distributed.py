@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "cleanup", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean", "comm_device",
+__all__ = ["choose", "setup", "cleanup", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean", "comm_device",
            "free_port", "torchrun", "shown", "run_command"]
 
 
@@ -53,23 +53,51 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def choose(local_rank: int, local_world_size: int, n_gpus: int, backend: str | None = None,
+           forced_cpu: bool = False) -> tuple[str, torch.device, str | None]:
+    """``(backend, device, note)`` for one rank: ``nccl`` with the GPU of its local rank where there is a GPU for
+    every process on this machine; else ``gloo`` on the CPU, with a note saying why (two processes on Colab's one
+    GPU, or LABKIT_DEVICE=cpu). An explicit ``backend`` is kept, and ``nccl`` without enough GPUs is an error."""
+    enough = n_gpus >= local_world_size and not forced_cpu
+    if backend == "nccl" and not enough:
+        raise RuntimeError(f"backend 'nccl' needs one CUDA GPU per process: {local_world_size} processes on this "
+                           f"machine, {n_gpus} GPU(s){' (LABKIT_DEVICE=cpu)' if forced_cpu else ''}. Use "
+                           f"backend='gloo', or start at most {n_gpus} process(es) per machine.")
+    if backend is None:
+        backend = "nccl" if enough and n_gpus > 0 else "gloo"
+    if backend == "nccl":
+        return backend, torch.device("cuda", local_rank), None
+    note = None
+    if n_gpus > 0 and not forced_cpu:
+        note = (f"{local_world_size} processes share {n_gpus} GPU(s) on this machine: NCCL needs one GPU per "
+                f"process, so the processes train on the CPU with gloo (the same algorithm; "
+                f"`torchrun --nproc_per_node {n_gpus}` would use the GPU(s)).")
+    return backend, torch.device("cpu"), note
+
+
 def setup(backend: str | None = None) -> tuple[int, int, torch.device]:
-    """Join the process group torchrun describes in the environment: ``(rank, world_size, device)``. The backend
-    defaults to ``nccl`` where CUDA is available and ``gloo`` otherwise; each rank gets the GPU of its
-    LOCAL_RANK, or the CPU. Outside torchrun (no WORLD_SIZE), nothing happens: ``(0, 1, device)``."""
-    cuda = torch.cuda.is_available()
+    """Join the process group torchrun describes in the environment: ``(rank, world_size, device)``. ``nccl`` and
+    the GPU of the rank's LOCAL_RANK where this machine has a GPU per process, else ``gloo`` on the CPU (``choose``).
+    Outside torchrun (no WORLD_SIZE), nothing happens: ``(0, 1, get_device())``."""
+    from .device import get_device
+
     if "WORLD_SIZE" not in os.environ or is_distributed():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-        return rank(), world_size(), device
-    backend = backend or ("nccl" if cuda else "gloo")
-    if backend == "nccl" and not cuda:
-        raise RuntimeError("backend 'nccl' needs CUDA GPUs; on the CPU use backend='gloo'")
+        return rank(), world_size(), get_device() if not is_distributed() else _joined_device()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend, device, note = choose(local_rank, local_world, n_gpus, backend,
+                                   forced_cpu=os.environ.get("LABKIT_DEVICE", "").lower() == "cpu")
+    if note and int(os.environ.get("RANK", 0)) == 0:
+        print(note, flush=True)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def _joined_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def cleanup() -> None:

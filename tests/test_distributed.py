@@ -123,3 +123,45 @@ def test_commands_run_as_argument_lists_with_a_space_in_the_path(tmp_path):
         assert history["world_size"] == (1 if name == "one" else 2) and "2 steps" in printed
     with pytest.raises(RuntimeError, match="the command failed .*--no-such-flag"):
         distributed.run_command([sys.executable, "-m", "labkit.pretrain", "--no-such-flag"], env=env)
+
+
+@pytest.mark.parametrize("n_gpus, local_world, backend, device, note", [
+    (0, 1, "gloo", "cpu", False),
+    (0, 2, "gloo", "cpu", False),
+    (1, 1, "nccl", "cuda:0", False),
+    (1, 2, "gloo", "cpu", True),  # Colab: two processes, one GPU
+    (2, 2, "nccl", "cuda:1", False),  # the second rank gets the second GPU
+    (2, 1, "nccl", "cuda:0", False),
+])
+def test_the_backend_and_device_each_rank_gets(n_gpus, local_world, backend, device, note):
+    local_rank = local_world - 1
+    got_backend, got_device, got_note = distributed.choose(local_rank, local_world, n_gpus)
+    expected = torch.device(device) if device == "cpu" else torch.device("cuda", int(device[-1]))
+    assert (got_backend, got_device) == (backend, expected)
+    assert (got_note is not None) == note
+    if note:
+        assert "NCCL needs one GPU per process" in got_note and "--nproc_per_node 1" in got_note
+
+
+def test_labkit_device_cpu_keeps_every_rank_on_the_cpu_and_nccl_without_gpus_is_an_error():
+    assert distributed.choose(0, 2, 2, forced_cpu=True)[:2] == ("gloo", torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="needs one CUDA GPU per process: 2 processes on this machine, 1 GPU"):
+        distributed.choose(0, 2, 1, backend="nccl")
+    assert distributed.choose(0, 2, 1, backend="gloo")[:2] == ("gloo", torch.device("cpu"))
+
+
+def test_setup_asks_torch_how_many_gpus_and_says_why_it_stays_on_the_cpu(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("LABKIT_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: False)
+    assert distributed.setup() == (0, 2, torch.device("cpu")) and calls == ["gloo"]
+    assert "2 processes share 1 GPU(s)" in capsys.readouterr().out
