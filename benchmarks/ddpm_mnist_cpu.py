@@ -58,7 +58,7 @@ def cpu_name() -> str:
 def main(argv=None) -> None:
     from labkit.data import load_mnist_5k
     from labkit.diffusion import sample
-    from labkit.evaluate import frechet_distance
+    from labkit.metrics import frechet_distance
     from labkit.recipes import ddpm_digits as dd
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

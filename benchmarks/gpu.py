@@ -52,18 +52,18 @@ def sync(device: torch.device) -> None:
 
 
 def gpt2_benchmark(device: torch.device, quick: bool, batch_size: int, steps: int) -> dict:
-    from labkit.device import peak_flops
-    from labkit.evaluate import matmul_params
+    from labkit.perf import peak_flops
+    from labkit.perf import matmul_params
     from labkit.models.gpt import GPT, GPTConfig
 
-    shape = (dict(vocab_size=65, block_size=64, n_layer=2, n_head=2, n_embd=64) if quick else
-             dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768))
+    shape = (dict(vocab_size=65, context_length=64, n_layers=2, n_heads=2, d_model=64) if quick else
+             dict(vocab_size=50257, context_length=1024, n_layers=12, n_heads=12, d_model=768))
     torch.manual_seed(0)
     model = GPT(GPTConfig(**shape, dropout=0.0, fused_attention=True)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda")
     compiled = torch.compile(model) if device.type == "cuda" or not quick else model
     dtype = torch.bfloat16
-    T = shape["block_size"]
+    T = shape["context_length"]
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, shape["vocab_size"], (batch_size, T + 1), generator=g).to(device)
 
@@ -88,7 +88,7 @@ def gpt2_benchmark(device: torch.device, quick: bool, batch_size: int, steps: in
     sync(device)
     seconds = time.perf_counter() - t0
     tokens_per_s = steps * batch_size * T / seconds
-    flops_per_token = 6 * matmul_params(model) + 12 * shape["n_layer"] * T * shape["n_embd"]
+    flops_per_token = 6 * matmul_params(model) + 12 * shape["n_layers"] * T * shape["d_model"]
     peak = peak_flops(device)
     result = {"shape": shape, "batch_size": batch_size, "steps": steps, "dtype": "bfloat16",
               "compiled": compiled is not model, "warmup_and_compile_s": warmup, "seconds": seconds,

@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     from labkit.recipes import gpt_icl as ri
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--field", default="muon_lr", help="the recipe field to sweep (muon_lr, lr, n_head, ...)")
+    p.add_argument("--field", default="muon_lr", help="the recipe field to sweep (muon_lr, lr, n_heads, ...)")
     p.add_argument("--values", nargs="+", default=["0.01", "0.02", "0.04"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 SHAPES = {
-    "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
-    "lab": dict(vocab_size=65, block_size=64, n_layer=3, n_head=2, n_embd=128, pos_emb="rope", mlp="relu2",
+    "gpt2": dict(vocab_size=50257, context_length=1024, n_layers=12, n_heads=12, d_model=768),
+    "lab": dict(vocab_size=65, context_length=64, n_layers=3, n_heads=2, d_model=128, pos_emb="rope", mlp="relu2",
                 tie_weights=False, bias=False),
 }
 
@@ -83,7 +83,7 @@ def main(argv=None) -> None:
         rows.append(row)
         print(f"new_tokens={n} cached={row['cached_tok_s']:.1f} uncached={row['uncached_tok_s']:.1f} "
               f"speedup={row['speedup']:.2f} same_tokens={row['same_tokens']}", flush=True)
-    top = min(longest, config.block_size)
+    top = min(longest, config.context_length)
     positions = args.positions or sorted({max(2, round(top * k / 8)) for k in range(1, 9)})
     cached, uncached = step_times(model, prompt, positions)
     for pos, c, u in zip(positions, cached, uncached):

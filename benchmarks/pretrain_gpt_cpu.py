@@ -40,15 +40,15 @@ from dataclasses import asdict, replace  # noqa: E402
 
 import torch  # noqa: E402
 
-from labkit.recipes import LAB, NANOGPT, build_model, evaluate_lm, shakespeare_data, train_lm  # noqa: E402
+from labkit.recipes import LAB, NANOGPT, build_lm, evaluate_lm, shakespeare_data, train_lm  # noqa: E402
 
 RECIPES = {"nanogpt": NANOGPT, "lab": LAB}
 
 # flag -> LMRecipe field; a flag left out keeps the chosen recipe's value
 LEVERS = {
     "optimizer": "optimizer", "pos_emb": "pos_emb", "mlp": "mlp", "batch_size": "batch_size",
-    "steps": "steps", "lr": "lr", "muon_lr": "muon_lr", "block_size": "block_size",
-    "n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd", "seed": "seed",
+    "steps": "steps", "lr": "lr", "muon_lr": "muon_lr", "context_length": "context_length",
+    "n_layers": "n_layers", "n_heads": "n_heads", "d_model": "d_model", "seed": "seed",
     "warmup": "warmup_steps", "min_lr_ratio": "min_lr_ratio", "weight_decay": "weight_decay",
     "muon_weight_decay": "muon_weight_decay", "muon_momentum": "muon_momentum", "tie_weights": "tie_weights",
     "zero_init": "zero_init", "head_lr": "head_lr",
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
 
     t = time.perf_counter()
     tok, train_data, val_data = shakespeare_data()
-    model = build_model(recipe, tok.vocab_size)
+    model = build_lm(recipe, tok.vocab_size)
     log(f"data {len(train_data):,} train / {len(val_data):,} val characters, vocab {tok.vocab_size}; "
         f"model {model.num_params():,} parameters; set-up {time.perf_counter() - t:.1f} s "
         f"(imports {t - _T0:.1f} s)")
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
         log(f"max-seconds reached: stopped after {result.steps} of {recipe.steps} steps")
 
     t = time.perf_counter()
-    val_loss = evaluate_lm(model, val_data, recipe.block_size, args.eval_batch_size)
+    val_loss = evaluate_lm(model, val_data, recipe.context_length, args.eval_batch_size)
     log(f"training {result.seconds:.1f} s ({result.steps} steps, {result.tokens:,} tokens); "
         f"whole-split evaluation {time.perf_counter() - t:.1f} s")
 

@@ -5,14 +5,11 @@ every step and returns the attention weights (to teach and to plot), while
 ``MultiHeadAttention`` uses PyTorch's fused ``F.scaled_dot_product_attention``
 unless it is asked for the weights.
 
-Mask conventions (they differ, as they do in PyTorch):
-
-* ``scaled_dot_product_attention`` follows ``F.scaled_dot_product_attention``:
-  a boolean mask is True where a query **may** attend to a key.
-* ``MultiHeadAttention`` follows ``nn.MultiheadAttention``: a boolean
-  ``attn_mask`` or ``key_padding_mask`` is True where attention is **not** allowed.
-
-In both, a float mask is added to the scores (use ``-inf`` to block).
+One mask convention for all of labkit: a boolean mask is True where attention is **allowed** (a query may attend
+to a key; a key is a real token, not padding), as in ``F.scaled_dot_product_attention`` and Hugging Face's
+``attention_mask``. PyTorch's ``nn.MultiheadAttention`` and ``nn.Transformer*`` layers use the opposite (True =
+blocked): their ``from_torch`` copies take the weights, and a caller comparing with them inverts its masks there.
+A float mask is added to the scores (use ``-inf`` to block).
 A query whose keys are all masked gets all-zero weights and an all-zero output,
 as PyTorch's ``F.scaled_dot_product_attention`` gives on CPU (not NaN).
 
@@ -68,14 +65,14 @@ def scaled_dot_product_attention(
     """softmax(q @ k^T / sqrt(d_k) + mask) @ v, step by step; returns (out, weights).
 
     q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v) -> out (..., T_q, d_v),
-    weights (..., T_q, T_k) (after dropout: what multiplies v). Masks as in ``F.scaled_dot_product_attention``
-    (bool True = may attend). Like it, dropout applies whenever ``dropout_p > 0``, in train or eval mode.
+    weights (..., T_q, T_k) (the softmax's probabilities, before dropout, as every labkit attention hands them out).
+    Masks: bool True = may attend. As in ``F.scaled_dot_product_attention``, dropout applies whenever
+    ``dropout_p > 0``, in train or eval mode.
     """
     _check_qkv(q, k, v)
     weights = _attention_weights(q, k, mask, is_causal, scale)  # (..., T_q, T_k)
-    if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p)
-    return weights @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
+    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
+    return dropped @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
 
 
 def _attention_weights(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool, scale: float | None) -> Tensor:
@@ -115,8 +112,8 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
 class MultiHeadAttention(nn.Module):
     """Multi-head attention, batch-first: project q, k, v, attend in ``n_heads`` heads, concatenate, project.
 
-    Masks follow ``nn.MultiheadAttention`` (bool True = NOT allowed); see ``forward``.
-    ``capture_attention`` collects its weights.
+    Masks: bool True = may attend (the labkit convention); see ``forward``. ``capture_attention`` collects its
+    weights.
     """
 
     captures_attention = True  # capture_attention hands this module a sink; forward feeds it
@@ -140,15 +137,14 @@ class MultiHeadAttention(nn.Module):
         key: Tensor,
         value: Tensor,
         attn_mask: Tensor | None = None,
-        key_padding_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """query (B, T_q, d_model), key/value (B, T_k, d_model) -> (out (B, T_q, d_model), weights or None).
 
-        As in ``nn.MultiheadAttention`` (the OPPOSITE of ``F.scaled_dot_product_attention``'s bool mask):
-        ``attn_mask`` (T_q, T_k) or (B*n_heads, T_q, T_k) and ``key_padding_mask`` (B, T_k) are True
-        where attention is NOT allowed (padding); float masks are added to the scores.
+        ``attn_mask`` (T_q, T_k) or (B*n_heads, T_q, T_k) is True where a query may attend to a key, ``key_mask``
+        (B, T_k) True at real keys (False at padding); float masks are added to the scores.
         ``is_causal=True`` adds a causal mask (combined with any other mask given).
         ``need_weights=True`` computes explicitly and returns per-head weights (B, n_heads, T_q, T_k),
         not averaged over heads (like ``average_attn_weights=False``); otherwise the fused kernel runs.
@@ -159,7 +155,7 @@ class MultiHeadAttention(nn.Module):
         k = self.k_proj(key).view(B, T_k, nh, hs).transpose(1, 2)  # (B, nh, T_k, hs)
         v = self.v_proj(value).view(B, T_k, nh, hs).transpose(1, 2)  # (B, nh, T_k, hs)
 
-        mask = self._sdpa_mask(attn_mask, key_padding_mask, B, T_q, T_k, q.dtype)  # SDPA convention now
+        mask = self._sdpa_mask(attn_mask, key_mask, B, T_q, T_k, q.dtype)  # one mask, (B or 1, heads or 1, T_q, T_k)
         if is_causal and mask is not None:  # fold the causal mask into the others
             mask, is_causal = _combine(mask, causal_mask(T_q, T_k, device=q.device), q.dtype), False
         dropout_p = self.dropout if self.training else 0.0
@@ -188,8 +184,8 @@ class MultiHeadAttention(nn.Module):
             )
         return query.size(0), query.size(1), key.size(1)
 
-    def _sdpa_mask(self, attn_mask, key_padding_mask, B, T_q, T_k, dtype) -> Tensor | None:
-        """Turn nn.MultiheadAttention-style masks into one mask in F.scaled_dot_product_attention's convention."""
+    def _sdpa_mask(self, attn_mask, key_mask, B, T_q, T_k, dtype) -> Tensor | None:
+        """The attention mask and the key mask combined into one mask that F.scaled_dot_product_attention takes."""
         mask = None
         if attn_mask is not None:
             if attn_mask.shape == (T_q, T_k):
@@ -201,15 +197,12 @@ class MultiHeadAttention(nn.Module):
                     f"attn_mask must have shape (T_q, T_k)=({T_q}, {T_k}) or "
                     f"(B*n_heads, T_q, T_k)=({B * self.n_heads}, {T_q}, {T_k}), got {tuple(attn_mask.shape)}"
                 )
-            mask = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(dtype)
-        if key_padding_mask is not None:
-            if key_padding_mask.shape != (B, T_k):
-                raise ValueError(
-                    f"key_padding_mask must have shape (B, T_k)=({B}, {T_k}), got {tuple(key_padding_mask.shape)}"
-                )
-            kpm = key_padding_mask[:, None, None, :]  # (B, 1, 1, T_k): same for every head and query
-            kpm = ~kpm if kpm.dtype == torch.bool else kpm.to(dtype)
-            mask = _combine(mask, kpm, dtype)
+            mask = attn_mask if attn_mask.dtype == torch.bool else attn_mask.to(dtype)
+        if key_mask is not None:
+            if key_mask.shape != (B, T_k):
+                raise ValueError(f"key_mask must have shape (B, T_k)=({B}, {T_k}), got {tuple(key_mask.shape)}")
+            km = key_mask[:, None, None, :]  # (B, 1, 1, T_k): same for every head and query
+            mask = _combine(mask, km if km.dtype == torch.bool else km.to(dtype), dtype)
         return mask
 
     @classmethod
@@ -375,7 +368,7 @@ def ablate_heads(model: nn.Module, heads: dict[str, list[int]]) -> Iterator[None
                 attn = [n for n, m in modules.items() if getattr(type(m), "captures_attention", False)]
                 raise KeyError(f"no module {name!r} in the model; its attention modules are {attn}")
             module = modules[name]
-            n_heads = getattr(module, "n_head", None) or getattr(module, "n_heads", None)
+            n_heads = getattr(module, "n_heads", None) or getattr(module, "n_heads", None)
             if n_heads is None:
                 raise TypeError(f"{name!r} ({type(module).__name__}) is not a multi-head attention module")
             bad = [h for h in idx if not 0 <= h < n_heads]

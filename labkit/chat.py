@@ -94,15 +94,15 @@ class ChatTemplate:
         targets = [ids[t + 1] if mask[t + 1] else -100 for t in range(len(ids) - 1)]
         return ids[:-1], targets
 
-    def batch(self, conversations: Sequence[Sequence[dict]], block_size: int | None = None,
+    def batch(self, conversations: Sequence[Sequence[dict]], context_length: int | None = None,
               pad_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Many conversations -> (idx, targets), each (B, T), right-padded (idx with ``pad_id``, default the end
-        marker; targets with -100). A conversation longer than ``block_size`` is an error, not a silent cut."""
+        marker; targets with -100). A conversation longer than ``context_length`` is an error, not a silent cut."""
         pairs = [self.sft_targets(self.render(c)) for c in conversations]
         T = max(len(i) for i, _ in pairs)
-        if block_size is not None and T > block_size:
+        if context_length is not None and T > context_length:
             k = max(range(len(pairs)), key=lambda j: len(pairs[j][0]))
-            raise ValueError(f"conversation {k} is {T} tokens, more than the model's context ({block_size}): "
+            raise ValueError(f"conversation {k} is {T} tokens, more than the model's context ({context_length}): "
                              "shorten it or leave it out")
         pad = self.end_id if pad_id is None else pad_id
         idx = torch.full((len(pairs), T), pad, dtype=torch.long)
@@ -131,7 +131,7 @@ class ChatTemplate:
 
 
 def length_grouped_batches(template: ChatTemplate, conversations: Sequence[Sequence[dict]], batch_size: int,
-                           block_size: int | None = None, seed: int = 0,
+                           context_length: int | None = None, seed: int = 0,
                            window: int = 32) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """``get_batch(step)`` for ``labkit.train``: random batches of ``batch_size`` conversations, drawn with
     replacement, padded as ``template.batch`` pads them. Padding is wasted compute, so it draws
@@ -144,9 +144,9 @@ def length_grouped_batches(template: ChatTemplate, conversations: Sequence[Seque
     if not conversations:
         raise ValueError("no conversations to draw batches from")
     lengths = [len(template.render(c).ids) for c in conversations]
-    if block_size is not None and max(lengths) - 1 > block_size:
+    if context_length is not None and max(lengths) - 1 > context_length:
         k = max(range(len(lengths)), key=lengths.__getitem__)
-        raise ValueError(f"conversation {k} is {lengths[k] - 1} tokens, more than the model's context ({block_size}): "
+        raise ValueError(f"conversation {k} is {lengths[k] - 1} tokens, more than the model's context ({context_length}): "
                          "shorten it or leave it out")
     gen = torch.Generator().manual_seed(seed)
     queue: list[list[int]] = []
@@ -157,7 +157,7 @@ def length_grouped_batches(template: ChatTemplate, conversations: Sequence[Seque
             drawn.sort(key=lengths.__getitem__)
             slices = [drawn[i : i + batch_size] for i in range(0, len(drawn), batch_size)]
             queue.extend(slices[i] for i in torch.randperm(len(slices), generator=gen).tolist())
-        return template.batch([conversations[i] for i in queue.pop()], block_size)
+        return template.batch([conversations[i] for i in queue.pop()], context_length)
 
     return get_batch
 
@@ -205,7 +205,7 @@ def respond(model: nn.Module, prompts: Sequence[Sequence[int]], end_id: int, max
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    block = model.config.block_size
+    block = model.config.context_length
     answers: list[list[int] | None] = [None] * len(prompts)
     by_length: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):

@@ -26,6 +26,7 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["make_betas", "DDPMScheduler", "DDIMScheduler", "guided_noise", "sample", "inpaint"]
@@ -261,3 +262,26 @@ def inpaint(model: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, known: t
             x = mask * known_t + (1 - mask) * x
     model.train(was_training)
     return x
+
+
+# --- the training objective -------------------------------------------------------------------------------
+
+def diffusion_loss(model: nn.Module, scheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                   labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The DDPM objective (Ho et al.'s "simple" loss): noise ``x0`` to ``t`` and score the network's guess of
+    the noise, ``mean((eps_theta(x_t, t, label) - noise)^2)``."""
+    x_t = scheduler.add_noise(x0, noise, t)
+    return F.mse_loss(model(x_t, t, labels), noise)
+
+
+@torch.no_grad()
+def denoising_val_loss(model: nn.Module, scheduler, x: torch.Tensor, y: torch.Tensor | None = None,
+                       repeats: int = 4, seed: int = 0) -> float:
+    """The DDPM loss on held-out images, at timesteps and noise fixed by ``seed`` (comparable across runs)."""
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(repeats):
+        t = torch.randint(scheduler.num_train_timesteps, (len(x),), generator=g)
+        noise = torch.randn(x.shape, generator=g)
+        total += diffusion_loss(model, scheduler, x, t, noise, y).item()
+    return total / repeats

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["choose", "setup", "cleanup", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean", "comm_device",
-           "free_port", "torchrun", "shown", "run_command"]
+           "free_port", "rank_batches", "torchrun", "shown", "run_command"]
 
 
 def is_distributed() -> bool:
@@ -154,3 +154,20 @@ def run_command(args: Sequence[str | Path], env: dict | None = None, timeout: fl
         raise RuntimeError(f"the command failed (exit {done.returncode}): {shown(args)}\n"
                            f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     return done.stdout
+
+
+def rank_batches(data: torch.Tensor, context_length: int, batch_size: int, seed: int, rank: int, world: int):
+    """``get_batch(i)`` for rank ``rank`` of ``world``: its slice of the i-th global batch of ``batch_size``
+    random windows (drawn from a generator seeded by ``seed`` and ``i`` only, the same on every rank)."""
+    if batch_size % world:
+        raise ValueError(f"a batch of {batch_size} must be divisible by the number of processes ({world})")
+    per_rank = batch_size // world
+
+    def get_batch(i: int):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        starts = torch.randint(len(data) - context_length, (batch_size,), generator=g)[rank * per_rank:(rank + 1) * per_rank]
+        x = torch.stack([data[s:s + context_length] for s in starts.tolist()])
+        y = torch.stack([data[s + 1:s + 1 + context_length] for s in starts.tolist()])
+        return x, y
+
+    return get_batch

@@ -29,7 +29,7 @@ __all__ = ["DISTRIBUTION", "TESTED_PYTHON", "TESTED_TORCH", "Check", "check_envi
 DISTRIBUTION = "foundation-models-lab"
 TESTED_PYTHON = SpecifierSet(">=3.10,<3.14")  # the Pythons the install is checked on (tools/check_install.py)
 TESTED_TORCH = SpecifierSet(">=2.9,<2.15")  # the torch releases the notebooks were run with
-INSTALL = (f'pip install -c constraints.txt -e ".[lab]"   (in the lab\'s folder; on Colab the first cell of a notebook '
+INSTALL = ('pip install -c constraints.txt -e ".[lab]"   (in the lab\'s folder; on Colab the first cell of a notebook '
            "installs it)")
 
 

@@ -7,11 +7,11 @@ The sampling step is split into pieces a notebook can plot one at a time::
 ``sample_next`` chains them (in that order, as Hugging Face does). ``greedy``
 and ``beam_search`` are the deterministic decoders; ``beam_search`` only needs a
 ``step_fn`` from prefixes to next-token log-probabilities, so the same code
-serves a decoder-only GPT and an encoder-decoder translation model.
-``batched_beam_search`` runs the same search for many sentences at once (one
-batch of every sentence's live beams per step); ``seq2seq_greedy`` and
-``seq2seq_beam_search`` decode a ``labkit.models.seq2seq.Seq2SeqTransformer``
-with it, running the encoder once per sentence and reusing its output.
+serves a decoder-only GPT and an encoder-decoder translation model, and it searches
+for many sequences at once (one batch of every sequence's live beams per step).
+``seq2seq_greedy`` and ``seq2seq_beam_search`` decode a
+``labkit.models.seq2seq.Seq2SeqTransformer`` with it, running the encoder once per
+sentence and reusing its output.
 
 ``KVCache`` keeps the keys and values a GPT has computed, so each generated token costs one position's
 work (``labkit.models.gpt.GPT.generate`` uses it by default).
@@ -36,7 +36,6 @@ __all__ = [
     "sample_next",
     "greedy",
     "beam_search",
-    "batched_beam_search",
     "seq2seq_greedy",
     "seq2seq_beam_search",
 ]
@@ -117,28 +116,28 @@ def sample_next(
 
 class KVCache:
     """The keys and values a GPT has computed so far, for generation: per layer one buffer of
-    (B, n_head, max_len, head_size) for keys and one for values, filled left to right.
+    (B, n_heads, context_length, head_size) for keys and one for values, filled left to right.
 
     ``model(new_ids, cache=cache)`` reads only the new tokens: their queries attend over every cached
     key (and their own), their keys and values are appended, and ``cache.length`` advances. Keys are
     cached after the rotary rotation, which depends only on a token's own position, so they stay valid.
     """
 
-    def __init__(self, n_layer: int, max_len: int):
-        self.max_len = max_len
+    def __init__(self, n_layers: int, context_length: int):
+        self.context_length = context_length
         self.length = 0  # positions filled, the same in every layer
-        self.k: list[torch.Tensor | None] = [None] * n_layer
-        self.v: list[torch.Tensor | None] = [None] * n_layer
+        self.k: list[torch.Tensor | None] = [None] * n_layers
+        self.v: list[torch.Tensor | None] = [None] * n_layers
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, nh, T, hs) at positions offset..offset+T-1 of ``layer``; return every key and value
         up to there, (B, nh, offset+T, hs)."""
         B, nh, T, hs = k.shape
-        if offset + T > self.max_len:
-            raise ValueError(f"the cache holds {self.max_len} positions; {offset + T} asked for")
+        if offset + T > self.context_length:
+            raise ValueError(f"the cache holds {self.context_length} positions; {offset + T} asked for")
         if self.k[layer] is None or self.k[layer].shape[0] != B:
-            self.k[layer] = k.new_empty(B, nh, self.max_len, hs)
-            self.v[layer] = v.new_empty(B, nh, self.max_len, hs)
+            self.k[layer] = k.new_empty(B, nh, self.context_length, hs)
+            self.v[layer] = v.new_empty(B, nh, self.context_length, hs)
         self.k[layer][:, :, offset : offset + T] = k
         self.v[layer][:, :, offset : offset + T] = v
         return self.k[layer][:, :, : offset + T], self.v[layer][:, :, : offset + T]
@@ -160,17 +159,17 @@ def _logits_of(output) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy(
-    model: Callable, idx: torch.Tensor, max_new_tokens: int, block_size: int | None = None
+    model: Callable, idx: torch.Tensor, max_new_tokens: int, context_length: int | None = None
 ) -> torch.Tensor:
     """Append ``max_new_tokens`` argmax tokens to ``idx`` (B, T); returns (B, T + max_new_tokens).
 
     ``model(idx)`` must return logits (B, T, V), an output with ``.logits``, or a tuple starting with them. The
-    context is cropped to ``block_size`` (default: ``model.config.block_size`` if present).
+    context is cropped to ``context_length`` (default: ``model.config.context_length`` if present).
     """
-    if block_size is None:
-        block_size = getattr(getattr(model, "config", None), "block_size", None)
+    if context_length is None:
+        context_length = getattr(getattr(model, "config", None), "context_length", None)
     for _ in range(max_new_tokens):
-        idx_cond = idx if block_size is None else idx[:, -block_size:]  # (B, <=block_size)
+        idx_cond = idx if context_length is None else idx[:, -context_length:]  # (B, <=context_length)
         logits = _logits_of(model(idx_cond))[:, -1, :]  # (B, V)
         next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
         idx = torch.cat((idx, next_id), dim=1)  # (B, T+1)
@@ -179,147 +178,75 @@ def greedy(
 
 @torch.no_grad()
 def beam_search(
-    step_fn: Callable[[torch.Tensor], torch.Tensor],
-    start_ids: torch.Tensor,
-    beam_size: int,
-    max_len: int,
-    eos_id: int | None = None,
-    length_penalty: float = 1.0,
-) -> list[tuple[torch.Tensor, float]]:
-    """Beam search for one sequence; returns up to ``beam_size`` ``(ids, score)`` pairs, best first.
-
-    ``step_fn`` maps a (beams, T) tensor of prefixes (each starting with the 1-D
-    ``start_ids``) to next-token log-probs (beams, V). At most ``max_len`` tokens are
-    added; ``ids`` are the added tokens only (ending with ``eos_id`` if reached) and
-    ``score = sum of log-probs / len(ids) ** length_penalty`` (0 = raw sum, 1 = mean).
-    """
-    if isinstance(beam_size, bool) or not isinstance(beam_size, numbers.Integral) or beam_size < 1:
-        raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
-    if max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len!r}")
-    start_ids = torch.as_tensor(start_ids).flatten()
-    T0 = start_ids.numel()
-
-    def normalised(logp_sum: float, length: int) -> float:
-        return logp_sum / (length**length_penalty)
-
-    # 1. one live beam: the start prefix, with log-probability 0
-    beams = start_ids.unsqueeze(0)  # (1, T0)
-    beam_logp = torch.zeros(1, dtype=torch.float64, device=start_ids.device)  # (beams,)
-    finished: list[tuple[torch.Tensor, float]] = []
-    for step in range(1, max_len + 1):
-        # 2. extend every live beam by every token and score the candidates
-        logp = step_fn(beams).to(torch.float64)  # (beams, V)
-        V = logp.size(-1)
-        cand = (beam_logp.unsqueeze(1) + logp).view(-1)  # (beams * V,)
-        top = torch.topk(cand, min(2 * beam_size, cand.numel()))  # 2k so k survive after EOS
-        new_beams, new_logp = [], []
-        for rank, (score, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            b, tok = divmod(flat, V)
-            seq = torch.cat((beams[b], beams.new_tensor([tok])))  # (T0 + step,)
-            if eos_id is not None and tok == eos_id:
-                # 3. a hypothesis that ends here is set aside with its length-normalised score
-                if rank < beam_size:
-                    finished.append((seq[T0:], normalised(score, step)))
-            else:
-                new_beams.append(seq)
-                new_logp.append(score)
-            if len(new_beams) == beam_size:
-                break
-        if not new_beams:  # every candidate ended with EOS
-            beams = beams[:0]
-            break
-        beams = torch.stack(new_beams)  # (beams, T0 + step)
-        beam_logp = beam_logp.new_tensor(new_logp)  # (beams,)
-        # 4. stop once beam_size hypotheses are done and no live beam currently scores better
-        finished.sort(key=lambda h: h[1], reverse=True)
-        finished = finished[:beam_size]
-        if len(finished) == beam_size and normalised(new_logp[0], step) <= finished[-1][1]:
-            beams = beams[:0]
-            break
-    # 5. beams still alive at max_len count as hypotheses too
-    for seq, score in zip(beams, beam_logp.tolist()):
-        finished.append((seq[T0:], normalised(score, seq.numel() - T0)))
-    finished.sort(key=lambda h: h[1], reverse=True)
-    return finished[:beam_size]
-
-
-@torch.no_grad()
-def batched_beam_search(
     step_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    n_sequences: int,
-    bos_id: int,
-    eos_id: int,
+    starts: Sequence[Sequence[int]],
     beam_size: int,
-    max_len: int | Sequence[int],
+    max_new_tokens: int | Sequence[int],
+    eos_id: int | None = None,
     length_penalty: float = 1.0,
     device=None,
 ) -> list[list[tuple[list[int], float]]]:
-    """Beam search for ``n_sequences`` sequences at once; per sequence up to ``beam_size`` ``(ids, score)``, best first.
+    """Beam search for several sequences at once; for each, up to ``beam_size`` ``(ids, score)``, best first.
 
-    ``step_fn(prefixes, rows)`` maps the live beams' prefixes (N, T), each starting with ``bos_id``, and
-    ``rows`` (N,), the sequence each beam belongs to (0..n_sequences-1), to next-token log-probs (N, V).
-    Every sequence follows exactly the rules of ``beam_search``: the 2k best extensions are scored, a
-    hypothesis that ends in ``eos_id`` is set aside with ``score = sum of log-probs / len(ids) **
-    length_penalty`` (``ids`` exclude ``bos_id`` and include ``eos_id``), and a sequence is done when it
-    has ``beam_size`` finished hypotheses and no live beam scores better, or after ``max_len`` tokens
-    (one int, or one per sequence). Done sequences leave the batch, so later steps get cheaper.
-    """
+    ``starts`` holds each sequence's prefix (all of one length; e.g. ``[[bos_id]] * n``). ``step_fn(prefixes,
+    rows)`` maps the live beams' prefixes (N, T) and ``rows`` (N,), the sequence each beam belongs to, to next-token
+    log-probs (N, V). At each step the 2k best extensions of a sequence's beams are scored; a hypothesis that ends
+    in ``eos_id`` is set aside with ``score = sum of log-probs / len(ids) ** length_penalty`` (``ids``: the added
+    tokens, ``eos_id`` included; ``length_penalty`` 0 = the raw sum, 1 = the mean); a sequence is done when it has
+    ``beam_size`` finished hypotheses and no live beam scores better, or after ``max_new_tokens`` tokens (one int,
+    or one per sequence), its live beams then counting as hypotheses. Done sequences leave the batch."""
+    n = len(starts)
     if isinstance(beam_size, bool) or not isinstance(beam_size, numbers.Integral) or beam_size < 1:
         raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
-    limits = [int(max_len)] * n_sequences if isinstance(max_len, numbers.Integral) else [int(m) for m in max_len]
-    if len(limits) != n_sequences or min(limits, default=1) < 1:
-        raise ValueError(f"max_len must be an int >= 1 or one such int per sequence ({n_sequences}), got {max_len!r}")
+    limits = [int(max_new_tokens)] * n if isinstance(max_new_tokens, numbers.Integral) else [int(m) for m in max_new_tokens]
+    if len(limits) != n or min(limits, default=1) < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1 or one such int per sequence ({n}), got {max_new_tokens!r}")
+    T0 = len(starts[0]) if n else 0
+    if any(len(s) != T0 for s in starts):
+        raise ValueError("every start prefix must have the same length")
 
     def normalised(logp_sum: float, length: int) -> float:
         return logp_sum / (length**length_penalty)
 
-    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(n_sequences)]
-    # the live beams of every unfinished sequence: token lists (bos first), their log-prob sums, their rows
-    seqs = [[bos_id] for _ in range(n_sequences)]
-    logps = [0.0] * n_sequences
-    rows = list(range(n_sequences))
+    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(n)]
+    # 1. one live beam per sequence: its prefix, with log-probability 0 (beams of a sequence stay contiguous)
+    seqs, logps, rows = [list(s) for s in starts], [0.0] * n, list(range(n))
     for step in range(1, max(limits, default=0) + 1):
         if not rows:
             break
-        prefixes = torch.tensor(seqs, dtype=torch.long, device=device)  # (N, step)
-        logp = step_fn(prefixes, torch.tensor(rows, device=device)).to(torch.float64)  # (N, V)
-        cand = torch.tensor(logps, dtype=torch.float64, device=logp.device).unsqueeze(1) + logp  # (N, V)
+        # 2. extend every live beam by every token and score the candidates
+        logp = step_fn(torch.tensor(seqs, dtype=torch.long, device=device), torch.tensor(rows, device=device))
+        cand = torch.tensor(logps, dtype=torch.float64, device=logp.device).unsqueeze(1) + logp.to(torch.float64)
         V = logp.size(1)
-        # group the live beams by sequence (they are contiguous) and take each group's 2k best extensions
         new_seqs, new_logps, new_rows = [], [], []
         start = 0
         while start < len(rows):
-            row = rows[start]
-            end = start
+            row, end = rows[start], start
             while end < len(rows) and rows[end] == row:
                 end += 1
-            flat = cand[start:end].reshape(-1)  # (beams * V,)
-            top = torch.topk(flat, min(2 * beam_size, flat.numel()))
+            top = torch.topk(cand[start:end].reshape(-1), min(2 * beam_size, (end - start) * V))  # 2k: k survive EOS
             kept = []
-            for rank, (score, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-                b, tok = divmod(idx, V)
-                if tok == eos_id:
+            for rank, (score, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+                b, tok = divmod(flat, V)
+                if tok == eos_id:  # 3. a hypothesis that ends here is set aside with its normalised score
                     if rank < beam_size:
-                        finished[row].append((seqs[start + b][1:] + [tok], normalised(score, step)))
+                        finished[row].append((seqs[start + b][T0:] + [tok], normalised(score, step)))
                 else:
                     kept.append((seqs[start + b] + [tok], score))
                 if len(kept) == beam_size:
                     break
-            done = not kept or step == limits[row]
+            # 4. done: no live beam left, the limit reached, or k hypotheses and no live beam scoring better
             fin = sorted(finished[row], key=lambda h: h[1], reverse=True)[:beam_size]
-            if not done and len(fin) == beam_size and normalised(kept[0][1], step) <= fin[-1][1]:
-                done = True
-            if done:  # beams alive at the end count as hypotheses (as in beam_search)
-                if step == limits[row] or len(fin) < beam_size:
-                    fin += [(s[1:], normalised(lp, step)) for s, lp in kept]
-                finished[row] = sorted(fin, key=lambda h: h[1], reverse=True)[:beam_size]
-            else:
-                finished[row] = fin
-                for s, lp in kept:
-                    new_seqs.append(s)
-                    new_logps.append(lp)
-                    new_rows.append(row)
+            done = not kept or step == limits[row] or (
+                len(fin) == beam_size and normalised(kept[0][1], step) <= fin[-1][1])
+            if done and (step == limits[row] or len(fin) < beam_size):  # 5. beams alive at the end count too
+                fin = sorted(fin + [(s[T0:], normalised(lp, step)) for s, lp in kept], key=lambda h: h[1],
+                             reverse=True)[:beam_size]
+            finished[row] = fin
+            if not done:
+                new_seqs += [s for s, _ in kept]
+                new_logps += [lp for _, lp in kept]
+                new_rows += [row] * len(kept)
             start = end
         seqs, logps, rows = new_seqs, new_logps, new_rows
     return finished
@@ -343,27 +270,27 @@ def _src_batches(model, src, batch_size: int):
         yield ids[i:i + batch_size].to(device)
 
 
-def _default_max_len(model, src_ids: torch.Tensor, max_len: int | None) -> list[int]:
-    """Per sentence: ``max_len``, else twice the source's length plus 10 (and never past the model's max_len)."""
+def _max_new_tokens(model, src_ids: torch.Tensor, max_new_tokens: int | None) -> list[int]:
+    """Per sentence: ``max_new_tokens``, else twice the source's length plus 10 (and never past the model's context length)."""
     lengths = src_ids.ne(model.config.pad_id).sum(1).tolist()
-    cap = model.config.max_len - 1  # the decoder input holds bos plus the generated tokens
-    return [min(cap, max_len if max_len is not None else 2 * n + 10) for n in lengths]
+    cap = model.config.context_length - 1  # the decoder input holds bos plus the generated tokens
+    return [min(cap, max_new_tokens if max_new_tokens is not None else 2 * n + 10) for n in lengths]
 
 
 @torch.no_grad()
-def seq2seq_greedy(model, src, max_len: int | None = None, batch_size: int = 256) -> list[list[int]]:
+def seq2seq_greedy(model, src, max_new_tokens: int | None = None, batch_size: int = 256) -> list[list[int]]:
     """Greedy decoding of an encoder-decoder model, batched: one list of target ids per source sentence.
 
     ``src``: a list of id lists (padded here) or a padded (B, S) tensor. The encoder runs once; each step
     decodes every unfinished sentence and appends its argmax. Ids stop at (and include) ``eos_id``, or
-    after ``max_len`` tokens (default: 2 x the source's length + 10)."""
+    after ``max_new_tokens`` tokens (default: 2 x the source's length + 10)."""
     model.eval()
     c = model.config
     out: list[list[int]] = []
     for ids in _src_batches(model, src, batch_size):
-        mask = model.padding_mask(ids)
+        mask = model.token_mask(ids)
         memory = model.encode(ids, mask)  # (B, S, d): once per sentence
-        limits = _default_max_len(model, ids, max_len)
+        limits = _max_new_tokens(model, ids, max_new_tokens)
         tgt = torch.full((ids.size(0), 1), c.bos_id, dtype=torch.long, device=ids.device)
         alive = torch.arange(ids.size(0), device=ids.device)  # sentences still writing
         results = [[] for _ in range(ids.size(0))]
@@ -385,25 +312,25 @@ def seq2seq_greedy(model, src, max_len: int | None = None, batch_size: int = 256
 
 
 @torch.no_grad()
-def seq2seq_beam_search(model, src, beam_size: int = 4, length_penalty: float = 1.0, max_len: int | None = None,
+def seq2seq_beam_search(model, src, beam_size: int = 4, length_penalty: float = 1.0, max_new_tokens: int | None = None,
                         batch_size: int = 128) -> list[list[tuple[list[int], float]]]:
     """Beam search for an encoder-decoder model, batched over sentences (``batched_beam_search``).
 
     ``src`` as in ``seq2seq_greedy``. The encoder runs once per sentence; every step gathers each live
     beam's sentence memory by index. Returns, per sentence, up to ``beam_size`` ``(ids, score)`` pairs,
-    best first (ids end with ``eos_id`` unless cut at ``max_len``; score = log-prob / len ** length_penalty).
+    best first (ids end with ``eos_id`` unless cut at ``max_new_tokens``; score = log-prob / len ** length_penalty).
     """
     model.eval()
     c = model.config
     out: list[list[tuple[list[int], float]]] = []
     for ids in _src_batches(model, src, batch_size):
-        mask = model.padding_mask(ids)
+        mask = model.token_mask(ids)
         memory = model.encode(ids, mask)  # (B, S, d): once per sentence
 
         def step_fn(prefixes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             logits = model.decode(prefixes, memory[rows], mask[rows], last_only=True)[:, -1]  # (N, V)
             return F.log_softmax(logits.float(), dim=-1)
 
-        out.extend(batched_beam_search(step_fn, ids.size(0), c.bos_id, c.eos_id, beam_size,
-                                       _default_max_len(model, ids, max_len), length_penalty, ids.device))
+        out.extend(beam_search(step_fn, [[c.bos_id]] * ids.size(0), beam_size, _max_new_tokens(model, ids, max_new_tokens),
+                               eos_id=c.eos_id, length_penalty=length_penalty, device=ids.device))
     return out

@@ -107,7 +107,7 @@ def instruction_tune(model: nn.Module, tokenizer, records: Sequence[dict], steps
     ``{instruction, input, output}`` records (the loss on the answers only). Returns the chat template and the
     held-out examples (the last ``n_held_out`` records that fit in ``max_tokens``)."""
     from .chat import ChatTemplate, resize_token_embeddings
-    from .instruct import Example
+    from .tasks.instructions import Example
     from .recipes.assistant import SFTRecipe, sft
 
     chat = ChatTemplate(tokenizer.encode, tokenizer.decode, len(tokenizer))

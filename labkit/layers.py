@@ -1,7 +1,7 @@
 """Building blocks of a transformer: positional encodings, feed-forward network, encoder and decoder blocks.
 
 Blocks follow ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` (batch first) and can copy
-their weights with ``from_torch``. Masks follow ``nn.MultiheadAttention``: bool True = NOT allowed (padding).
+their weights with ``from_torch``. Masks follow labkit's convention: bool True = may attend (a real token).
 
 Attention weights of any block or stack (self-attention, and a decoder's cross-attention) come out with
 ``labkit.attention.capture_attention``: ``with capture_attention(decoder) as attn: decoder(x, memory)``
@@ -11,7 +11,6 @@ The models in ``labkit.models`` share ``RotaryEmbedding``, ``FeedForward`` and `
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +34,13 @@ __all__ = [
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}  # GELU is the exact (erf) one, as F.gelu
 
 
-def _check_length(x: Tensor, d_model: int, max_len: int, offset: int = 0) -> None:
+def _check_length(x: Tensor, d_model: int, context_length: int, offset: int = 0) -> None:
     if x.dim() < 2 or x.size(-1) != d_model:
         raise ValueError(f"expected input of shape (..., T, {d_model}), got {tuple(x.shape)}")
-    if offset + x.size(-2) > max_len:
+    if offset + x.size(-2) > context_length:
         raise ValueError(
-            f"sequence too long: positions {offset}..{offset + x.size(-2) - 1} but max_len={max_len}; "
-            f"build the module with a larger max_len"
+            f"sequence too long: positions {offset}..{offset + x.size(-2) - 1} but context_length={context_length}; "
+            f"build the module with a larger context_length"
         )
 
 
@@ -54,36 +53,36 @@ class SinusoidalPositionalEncoding(nn.Module):
     PE[pos, 2i] = sin(pos / 10000^(2i/d_model)), PE[pos, 2i+1] = cos(pos / 10000^(2i/d_model)); buffer ``pe``.
     """
 
-    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, context_length: int = 5000, dropout: float = 0.0) -> None:
         super().__init__()
-        self.d_model, self.max_len = d_model, max_len
+        self.d_model, self.context_length = d_model, context_length
         self.dropout = nn.Dropout(dropout)
-        pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
+        pos = torch.arange(context_length, dtype=torch.float32).unsqueeze(1)  # (context_length, 1)
         two_i = torch.arange(0, d_model, 2, dtype=torch.float32)  # (ceil(d/2),) the even indices 2i
-        angle = pos / 10000.0 ** (two_i / d_model)  # (max_len, ceil(d/2))
-        pe = torch.zeros(max_len, d_model)
+        angle = pos / 10000.0 ** (two_i / d_model)  # (context_length, ceil(d/2))
+        pe = torch.zeros(context_length, d_model)
         pe[:, 0::2] = torch.sin(angle)
         pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])  # odd d_model: one fewer cosine column
-        self.register_buffer("pe", pe, persistent=False)  # (max_len, d_model), not a parameter
+        self.register_buffer("pe", pe, persistent=False)  # (context_length, d_model), not a parameter
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, d_model) -> dropout(x + PE[:T])."""
-        _check_length(x, self.d_model, self.max_len)
+        _check_length(x, self.d_model, self.context_length)
         return self.dropout(x + self.pe[: x.size(-2)].to(x.dtype))
 
 
 class LearnedPositionalEmbedding(nn.Module):
     """Adds a learned vector per position (GPT-2, BERT): an ``nn.Embedding`` indexed by 0..T-1."""
 
-    def __init__(self, max_len: int, d_model: int, dropout: float = 0.0) -> None:
+    def __init__(self, context_length: int, d_model: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.d_model, self.max_len = d_model, max_len
-        self.embedding = nn.Embedding(max_len, d_model)
+        self.d_model, self.context_length = d_model, context_length
+        self.embedding = nn.Embedding(context_length, d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, d_model) -> dropout(x + embedding(0..T-1))."""
-        _check_length(x, self.d_model, self.max_len)
+        _check_length(x, self.d_model, self.context_length)
         pos = torch.arange(x.size(-2), device=x.device)  # (T,)
         return self.dropout(x + self.embedding(pos))
 
@@ -98,17 +97,17 @@ class RotaryEmbedding(nn.Module):
     """Rotary position embedding (RoPE, Su et al. 2021), "rotate half" layout as in HF Llama / GPT-NeoX.
 
     Pair (x[i], x[i + dim/2]) at position m is rotated by the angle m * base^(-2i/dim).
-    Buffers ``cos`` and ``sin``: (max_len, dim). GPT's rotary positions (``labkit.models.gpt``) are this module.
+    Buffers ``cos`` and ``sin``: (context_length, dim). GPT's rotary positions (``labkit.models.gpt``) are this module.
     """
 
-    def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0) -> None:
+    def __init__(self, dim: int, context_length: int = 2048, base: float = 10000.0) -> None:
         super().__init__()
         if dim % 2 != 0:
             raise ValueError(f"RotaryEmbedding needs an even dim (it rotates pairs), got dim={dim}")
-        self.dim, self.max_len, self.base = dim, max_len, base
+        self.dim, self.context_length, self.base = dim, context_length, base
         inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (dim/2,)
-        angle = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq  # (max_len, dim/2)
-        angle = torch.cat((angle, angle), dim=-1)  # (max_len, dim): pair i and i + dim/2 share an angle
+        angle = torch.arange(context_length, dtype=torch.float32)[:, None] * inv_freq  # (context_length, dim/2)
+        angle = torch.cat((angle, angle), dim=-1)  # (context_length, dim): pair i and i + dim/2 share an angle
         self.register_buffer("cos", angle.cos(), persistent=False)
         self.register_buffer("sin", angle.sin(), persistent=False)
         # rotate_half(x) * sin = cat(-x2, x1) * sin = cat(x2, x1) * cat(-sin, sin): a table with the sign in it
@@ -118,7 +117,7 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """Rotate x (..., T, dim), e.g. queries (B, n_heads, T, head_dim), by positions offset..offset+T-1."""
-        _check_length(x, self.dim, self.max_len, offset)
+        _check_length(x, self.dim, self.context_length, offset)
         T = x.size(-2)
         cos = self.cos[offset : offset + T].to(x.dtype)  # (T, dim), broadcasts over the leading dims
         signed_sin = self.signed_sin[offset : offset + T].to(x.dtype)
@@ -189,21 +188,22 @@ class EncoderBlock(nn.Module):
     def forward(
         self,
         x: Tensor,
-        key_padding_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
-        """x (B, T, d_model) -> (B, T, d_model). key_padding_mask (B, T) and bool attn_mask: True = NOT allowed."""
+        """x (B, T, d_model) -> (B, T, d_model). key_mask (B, T): True at real tokens; bool attn_mask: True = may
+        attend."""
         if self.norm_first:
-            x = x + self._self_attention(self.norm1(x), key_padding_mask, attn_mask, is_causal)
+            x = x + self._self_attention(self.norm1(x), key_mask, attn_mask, is_causal)
             x = x + self.dropout2(self.ff(self.norm2(x)))
         else:
-            x = self.norm1(x + self._self_attention(x, key_padding_mask, attn_mask, is_causal))
+            x = self.norm1(x + self._self_attention(x, key_mask, attn_mask, is_causal))
             x = self.norm2(x + self.dropout2(self.ff(x)))
         return x
 
-    def _self_attention(self, x, key_padding_mask, attn_mask, is_causal):
-        out, _ = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal)
+    def _self_attention(self, x, key_mask, attn_mask, is_causal):
+        out, _ = self.self_attn(x, x, x, attn_mask=attn_mask, key_mask=key_mask, is_causal=is_causal)
         return self.dropout1(out)
 
     @classmethod
@@ -249,28 +249,29 @@ class DecoderBlock(nn.Module):
         self,
         x: Tensor,
         memory: Tensor,
-        memory_key_padding_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
         is_causal: bool = True,
-        tgt_key_padding_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
     ) -> Tensor:
-        """x (B, T, d_model), memory (B, S, d_model) -> (B, T, d_model). Padding masks: True marks padding."""
+        """x (B, T, d_model), memory (B, S, d_model) -> (B, T, d_model). ``memory_mask`` (B, S) and ``key_mask``
+        (B, T): True at real tokens, False at padding."""
         if self.norm_first:
-            x = x + self._self_attention(self.norm1(x), tgt_key_padding_mask, is_causal)
-            x = x + self._cross_attention(self.norm2(x), memory, memory_key_padding_mask)
+            x = x + self._self_attention(self.norm1(x), key_mask, is_causal)
+            x = x + self._cross_attention(self.norm2(x), memory, memory_mask)
             x = x + self.dropout3(self.ff(self.norm3(x)))
         else:
-            x = self.norm1(x + self._self_attention(x, tgt_key_padding_mask, is_causal))
-            x = self.norm2(x + self._cross_attention(x, memory, memory_key_padding_mask))
+            x = self.norm1(x + self._self_attention(x, key_mask, is_causal))
+            x = self.norm2(x + self._cross_attention(x, memory, memory_mask))
             x = self.norm3(x + self.dropout3(self.ff(x)))
         return x
 
-    def _self_attention(self, x, key_padding_mask, is_causal):
-        out, _ = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, is_causal=is_causal)
+    def _self_attention(self, x, key_mask, is_causal):
+        out, _ = self.self_attn(x, x, x, key_mask=key_mask, is_causal=is_causal)
         return self.dropout1(out)
 
-    def _cross_attention(self, x, memory, key_padding_mask):
+    def _cross_attention(self, x, memory, memory_mask):
         # queries from the decoder, keys and values from the encoder
-        out, _ = self.cross_attn(x, memory, memory, key_padding_mask=key_padding_mask)
+        out, _ = self.cross_attn(x, memory, memory, key_mask=memory_mask)
         return self.dropout2(out)
 
     @classmethod
@@ -316,13 +317,13 @@ class Encoder(nn.Module):
     def forward(
         self,
         x: Tensor,
-        key_padding_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
-        """x (B, T, d_model) -> (B, T, d_model). key_padding_mask (B, T): True marks padding."""
+        """x (B, T, d_model) -> (B, T, d_model). key_mask (B, T): True at real tokens, False at padding."""
         for layer in self.layers:
-            x = layer(x, key_padding_mask, attn_mask, is_causal)
+            x = layer(x, key_mask, attn_mask, is_causal)
         return x if self.norm is None else self.norm(x)
 
 
@@ -353,13 +354,13 @@ class Decoder(nn.Module):
         self,
         x: Tensor,
         memory: Tensor,
-        memory_key_padding_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
         is_causal: bool = True,
-        tgt_key_padding_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
     ) -> Tensor:
-        """x (B, T, d_model), memory (B, S, d_model) -> (B, T, d_model)."""
+        """x (B, T, d_model), memory (B, S, d_model) -> (B, T, d_model); masks: True at real tokens."""
         for layer in self.layers:
-            x = layer(x, memory, memory_key_padding_mask, is_causal, tgt_key_padding_mask)
+            x = layer(x, memory, memory_mask, is_causal, key_mask)
         return x if self.norm is None else self.norm(x)
 
 

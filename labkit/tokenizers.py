@@ -415,7 +415,7 @@ class WordTokenizer:
     ``split`` lower-cases a text and cuts it into words and punctuation marks ("A thick seven, slanted" ->
     ["a", "thick", "seven", ",", "slanted"]). ``encode`` adds ``<bos>`` before and ``<eos>`` after, so the
     empty text (the *null caption* of classifier-free guidance) is ``[<bos>, <eos>]``; ``encode_batch`` pads
-    with ``<pad>`` and returns the padding mask (True = padding, the ``key_padding_mask`` convention).
+    with ``<pad>`` and returns the token mask (True at real tokens, False at padding: labkit's mask convention).
     A word outside the vocabulary raises ``UnknownWordError`` naming it, with the closest known words: the
     model has an embedding for nothing else. (A lookup table is all a closed vocabulary needs; the lab's
     open-vocabulary tokenizer is ``BPETokenizer``.)
@@ -479,8 +479,8 @@ class WordTokenizer:
                 f"{', '.join(known)}.")
 
     def encode_batch(self, texts: Sequence[str], max_len: int | None = None):
-        """Ids (B, T) padded with ``<pad>`` to the longest text (or ``max_len``) and the padding mask (B, T),
-        True at padding."""
+        """Ids (B, T) padded with ``<pad>`` to the longest text (or ``max_len``) and the token mask (B, T),
+        True at real tokens, False at padding."""
         import torch
 
         if isinstance(texts, str):
@@ -493,7 +493,7 @@ class WordTokenizer:
         ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, :len(s)] = torch.tensor(s)
-        return ids, ids == self.pad_id
+        return ids, ids != self.pad_id
 
     def decode(self, ids: Iterable[int]) -> str:
         """The words of ``ids`` joined by spaces (specials dropped; no space before punctuation)."""

@@ -28,7 +28,6 @@ forever in an all-reduce). Each rank's ``get_batch`` returns its own share of th
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,8 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .device import ThreadGovernor, autocast, autocast_dtype, get_device
+from .threads import ThreadGovernor
+from .device import autocast, autocast_dtype
 from .optim import decay_groups
 
 __all__ = ["TrainConfig", "History", "train", "warmup_cosine", "make_optimizer", "decay_groups",
@@ -236,6 +236,126 @@ def _to(batch, device):
     return batch
 
 
+class _Precision:
+    """Mixed precision on a GPU (bf16 where supported, else fp16 with a gradient scaler); nothing on the CPU."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.device, self.enabled = device, enabled and autocast_dtype(device) is not None
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.enabled and autocast_dtype(device) == torch.float16)
+
+    def autocast(self):
+        return autocast(self.device, enabled=self.enabled)
+
+    def step(self, optimizer, model: nn.Module, grad_clip: float | None) -> None:
+        """Clip the gradient's global norm (after unscaling), then update the weights."""
+        if grad_clip is not None:
+            self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+
+class _Progress:
+    """The bar, the logged train loss (a mean over each ``log_every`` steps, and over the ranks), the wall time
+    and its budget, and the CPU thread governor."""
+
+    def __init__(self, config: TrainConfig, start: int, device: torch.device, main: bool):
+        from tqdm.auto import tqdm
+
+        self.config, self.main, self.window = config, main, []
+        # At most one redraw a second: in a notebook every redraw is a few widget messages, and tqdm's default 10 a
+        # second floods the kernel's output channel (ZeroMQ drops messages past its 1000-message buffer, so a test
+        # runner such as nbval can miss the end of the cell).
+        self.bar = tqdm(total=config.max_steps, initial=start, desc=config.desc, dynamic_ncols=True, mininterval=1.0,
+                        disable=not config.progress or not main)
+        # On a CPU shared with other busy processes, give PyTorch only the cores they leave free (labkit.threads)
+        self.governor = ThreadGovernor() if device.type == "cpu" else None
+        self.t0 = self.t_start = time.perf_counter()  # the budget counts this run only
+
+    def add(self, loss: torch.Tensor, batch, history: History) -> None:
+        self.window.append(loss.item())
+        if isinstance(batch, (tuple, list)) and isinstance(batch[0], torch.Tensor):
+            history.tokens += batch[0].numel()
+
+    def log(self, done: int, history: History) -> None:
+        if self.governor is not None:
+            self.governor.update()  # cheap: re-measures the machine's load every 2 s at most
+        if done % self.config.log_every == 0 or done == self.config.max_steps:
+            self.flush(done, history)
+            self.bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", lr=f"{history.lr[-1]:.2e}", refresh=False)
+        self.bar.update(1)
+
+    def flush(self, step: int, history: History) -> None:
+        if self.window:
+            history.steps.append(step)
+            history.train_loss.append(_mean_over_ranks(sum(self.window) / len(self.window)))
+            self.window = []
+
+    def lap(self, history: History) -> None:
+        history.seconds += time.perf_counter() - self.t0
+        self.t0 = time.perf_counter()
+
+    def over_budget(self) -> bool:
+        return self.config.max_seconds is not None and time.perf_counter() - self.t_start >= self.config.max_seconds
+
+    def close(self, history: History) -> None:
+        self.bar.close()
+        if self.governor is not None:
+            self.governor.close()
+        self.lap(history)
+
+    def summary(self, step: int, history: History) -> None:
+        if self.config.progress and self.main:  # a plain-text line that survives where the bar's widget does not
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in history.final.items())
+            early = "" if history.stop_reason in ("max_steps", "interrupted") else f" (stopped early: {history.stop_reason})"
+            print(f"{self.config.desc}: {step} steps in {history.seconds:.1f} s{early}; {metrics}")
+
+
+def _resume(resume_from, model, optimizer, scheduler, device) -> tuple[History, int]:
+    if resume_from is None or not Path(resume_from).is_file():
+        return History(), 0
+    ckpt = load_checkpoint(resume_from, model, optimizer, scheduler, map_location=device)
+    _set_rng_state(ckpt["rng"])
+    return (History.from_state_dict(ckpt["history"]) if ckpt["history"] else History()), ckpt["step"]
+
+
+def _evaluate(step: int, model: nn.Module, eval_fn, precision: _Precision, history: History, on_eval) -> None:
+    if eval_fn is None:
+        return
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), precision.autocast():
+        result = eval_fn(model)
+    model.train(was_training)
+    history.log_eval(step, result if isinstance(result, dict) else {"val_loss": float(result)})
+    if on_eval is not None:
+        on_eval(step, model, history)
+
+
+def _check_finite(loss: torch.Tensor, step: int, scheduler) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower the learning rate (now "
+                                 f"{scheduler.get_last_lr()[0]:.2e}) or check the data")
+
+
+def _stop_reason(done: int, model: nn.Module, history: History, should_stop, progress: _Progress) -> str | None:
+    """Why to stop before ``max_steps`` (the caller, or the time budget), agreed over the ranks under torchrun
+    (else the others would wait forever in DDP's all-reduce)."""
+    from . import distributed
+
+    reason = None
+    if should_stop is not None and should_stop(done, model, history):
+        reason = "should_stop"
+    elif progress.over_budget():
+        reason = "max_seconds"
+    return _agreed_stop(reason) if distributed.is_distributed() else reason
+
+
+def _due(every: int, done: int, max_steps: int) -> bool:
+    return bool(every) and done % every == 0 and done != max_steps
+
+
 def train(
     model: nn.Module,
     get_batch: Callable[[int], Any],
@@ -244,144 +364,73 @@ def train(
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] = default_loss,
     optimizer: torch.optim.Optimizer | None = None,
     resume_from: str | Path | None = None,
-    callback: Callable[[int, nn.Module, History], None] | None = None,
     device: torch.device | str | None = None,
     *,
     on_eval: Callable[[int, nn.Module, History], None] | None = None,
     on_step: Callable[[int, nn.Module, History], None] | None = None,
     should_stop: Callable[[int, nn.Module, History], bool] | None = None,
 ) -> History:
-    """Train ``model`` for ``config.max_steps`` optimizer steps and return the History.
-
-    ``eval_fn(model)`` returns a number (logged as ``val_loss``) or a dict of metrics; it
-    runs under ``torch.no_grad()`` in eval mode. ``on_eval(step, model, history)`` runs after
-    each evaluation (print samples there; ``callback`` is its older name), ``on_step`` after
-    each optimizer step, and ``should_stop`` after each step: True ends training early, as
-    ``config.max_seconds`` does, with the final evaluation, checkpoint and summary line.
-    ``resume_from`` continues a saved run exactly.
-    """
-    from tqdm.auto import tqdm
-
+    """Train ``model`` for ``config.max_steps`` optimizer steps; return the History. ``eval_fn(model)`` gives a number
+    (``val_loss``) or a dict of metrics; ``on_eval``, ``on_step`` and ``should_stop`` (True: stop early, as
+    ``config.max_seconds`` does) are called with ``(step, model, history)``; ``resume_from`` continues a run exactly."""
     from . import distributed
 
-    main = distributed.is_main()
-    if callback is not None and on_eval is not None:
-        raise TypeError("pass on_eval or its older name callback, not both")
-    on_eval = on_eval if on_eval is not None else callback
     config = config or TrainConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     optimizer = optimizer or make_optimizer(model, config.lr, config.weight_decay, config.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.warmup_steps, config.max_steps, config.min_lr_ratio))
-    use_amp = config.amp and autocast_dtype(device) is not None
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and autocast_dtype(device) == torch.float16)
-    history, start = History(), 0
-    if resume_from is not None and Path(resume_from).is_file():
-        ckpt = load_checkpoint(resume_from, model, optimizer, scheduler, map_location=device)
-        history = History.from_state_dict(ckpt["history"]) if ckpt["history"] else History()
-        start = ckpt["step"]
-        _set_rng_state(ckpt["rng"])
-
-    def evaluate(step: int) -> None:
-        if eval_fn is None:
-            return
-        was_training = model.training
-        model.eval()
-        with torch.no_grad(), autocast(device, enabled=use_amp):
-            result = eval_fn(model)
-        model.train(was_training)
-        history.log_eval(step, result if isinstance(result, dict) else {"val_loss": float(result)})
-        if on_eval is not None:
-            on_eval(step, model, history)
+    precision = _Precision(device, config.amp)
+    history, start = _resume(resume_from, model, optimizer, scheduler, device)
+    main = distributed.is_main()  # under torchrun: one bar, one printer, one checkpoint writer
 
     def checkpoint(step: int) -> None:
-        if config.checkpoint_path and main:  # one writer: rank 0
+        if config.checkpoint_path and main:
             save_checkpoint(config.checkpoint_path, model, optimizer, scheduler, step, history)
 
     model.train()
-    # At most one redraw a second: in a notebook every redraw is a few widget messages, and a long run at
-    # tqdm's default 10 a second floods the kernel's output channel (ZeroMQ drops messages past its 1000-message
-    # buffer, so a test runner such as nbval can miss the end of the cell).
-    bar = tqdm(total=config.max_steps, initial=start, desc=config.desc, disable=not config.progress or not main,
-               dynamic_ncols=True, mininterval=1.0)
-    # On a CPU shared with other busy processes, give PyTorch only the cores they leave free (labkit.device)
-    governor = ThreadGovernor() if device.type == "cpu" else None
-    t0, window = time.perf_counter(), []
-    t_start = t0  # the wall-time budget counts this run only
-    step = start
-    history.stop_reason = None
+    progress = _Progress(config, start, device, main)
+    step, history.stop_reason = start, None
     try:
         for step in range(start, config.max_steps):
+            # 1. forward and backward over the micro-batches of one optimizer step
             for micro in range(config.grad_accum):
                 batch = _to(get_batch(step * config.grad_accum + micro), device)
-                with autocast(device, enabled=use_amp):
+                with precision.autocast():
                     loss = loss_fn(model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss became {loss.item()} at step {step}: lower the learning rate (now "
-                        f"{scheduler.get_last_lr()[0]:.2e}) or check the data")
-                scaler.scale(loss / config.grad_accum).backward()
-                window.append(loss.item())
-                if isinstance(batch, (tuple, list)) and isinstance(batch[0], torch.Tensor):
-                    history.tokens += batch[0].numel()
-            if config.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+                _check_finite(loss, step, scheduler)
+                precision.scaler.scale(loss / config.grad_accum).backward()
+                progress.add(loss, batch, history)
+            # 2. clip, update the weights, move the learning rate along its schedule
+            precision.step(optimizer, model, config.grad_clip)
             history.lr.append(scheduler.get_last_lr()[0])
             scheduler.step()
-            done = step + 1
-            history.completed_steps = done
-            if governor is not None:
-                governor.update()  # cheap: re-measures the machine's load every 2 s at most
-            if done % config.log_every == 0 or done == config.max_steps:
-                history.steps.append(done)
-                history.train_loss.append(_mean_over_ranks(sum(window) / len(window)))
-                bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", lr=f"{history.lr[-1]:.2e}", refresh=False)
-                window = []
-            bar.update(1)
-            if config.eval_every and done % config.eval_every == 0 and done != config.max_steps:
-                evaluate(done)
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done != config.max_steps:
-                history.seconds += time.perf_counter() - t0
-                t0 = time.perf_counter()
+            done = history.completed_steps = step + 1
+            # 3. log, evaluate, checkpoint, tell the caller
+            progress.log(done, history)
+            if _due(config.eval_every, done, config.max_steps):
+                _evaluate(done, model, eval_fn, precision, history, on_eval)
+            if _due(config.checkpoint_every, done, config.max_steps):
+                progress.lap(history)
                 checkpoint(done)
             if on_step is not None:
                 on_step(done, model, history)
-            if done < config.max_steps:  # an early stop: by the caller, or the time budget ran out
-                if should_stop is not None and should_stop(done, model, history):
-                    history.stop_reason = "should_stop"
-                elif config.max_seconds is not None and time.perf_counter() - t_start >= config.max_seconds:
-                    history.stop_reason = "max_seconds"
-                if distributed.is_distributed():  # stop together, or the others would wait in DDP's all-reduce
-                    history.stop_reason = _agreed_stop(history.stop_reason)
-                if history.stop_reason is not None:
-                    step = done
-                    break
+            # 4. stop early, by the caller's choice or the time budget
+            if done < config.max_steps and (reason := _stop_reason(done, model, history, should_stop, progress)):
+                history.stop_reason, step = reason, done
+                break
         else:
-            step = config.max_steps
-            history.stop_reason = "max_steps"
-        if window:  # the steps since the last logged window (an early stop between two log points)
-            history.steps.append(step)
-            history.train_loss.append(_mean_over_ranks(sum(window) / len(window)))
-            window = []
+            step, history.stop_reason = config.max_steps, "max_steps"
+        progress.flush(step, history)  # the steps since the last logged window (an early stop between two)
         if not history.eval_steps or history.eval_steps[-1] != step:
-            evaluate(step)
+            _evaluate(step, model, eval_fn, precision, history, on_eval)
     except KeyboardInterrupt:  # a learner pressed stop: keep what was learned
         history.stop_reason = "interrupted"
         print(f"Interrupted at step {step}; the model keeps its weights"
               + (f" and a checkpoint was saved to {config.checkpoint_path}" if config.checkpoint_path else ""))
     finally:
-        bar.close()
-        if governor is not None:
-            governor.close()
-        history.seconds += time.perf_counter() - t0
+        progress.close(history)
     checkpoint(step)
-    if config.progress and main:  # a plain-text line that survives where the bar's widget does not (GitHub, nbconvert)
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in history.final.items())
-        stopped = "" if history.stop_reason in ("max_steps", "interrupted") else f" (stopped early: {history.stop_reason})"
-        print(f"{config.desc}: {step} steps in {history.seconds:.1f} s{stopped}; {metrics}")
+    progress.summary(step, history)
     model.eval()
     return history

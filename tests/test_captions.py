@@ -7,8 +7,7 @@ import itertools
 import pytest
 import torch
 
-from labkit.data import (CAPTION_TEMPLATES, DIGIT_WORDS, HELD_OUT_COMBOS, HELD_OUT_TEMPLATES, captioned_digits,
-                         digit_attributes, make_caption)
+from labkit.tasks.captions import CAPTION_TEMPLATES, DIGIT_WORDS, HELD_OUT_COMBOS, HELD_OUT_TEMPLATES, captioned_digits, digit_attributes, make_caption
 from labkit.tokenizers import UnknownWordError, WordTokenizer
 
 

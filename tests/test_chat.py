@@ -44,7 +44,7 @@ def test_markers_cannot_be_forged_and_bad_input_is_refused():
     with pytest.raises(ValueError, match="no assistant message"):
         CHAT.sft_targets(CHAT.render(CONVERSATION[:1]))
     with pytest.raises(ValueError, match="more than the model's context"):
-        CHAT.batch([CONVERSATION], block_size=4)
+        CHAT.batch([CONVERSATION], context_length=4)
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -110,6 +110,6 @@ def test_length_grouped_batches_pad_less_and_draw_every_conversation():
     again = length_grouped_batches(CHAT, convs, batch_size=8, seed=0, window=16)
     assert torch.equal(again(0)[0], length_grouped_batches(CHAT, convs, batch_size=8, seed=0, window=16)(0)[0])
     with pytest.raises(ValueError, match="context"):
-        length_grouped_batches(CHAT, convs, batch_size=8, block_size=10)
+        length_grouped_batches(CHAT, convs, batch_size=8, context_length=10)
     with pytest.raises(ValueError, match="batch_size"):
         length_grouped_batches(CHAT, convs, batch_size=0)

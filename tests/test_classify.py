@@ -10,12 +10,12 @@ from labkit.models.gpt import GPT, GPTConfig
 
 def bert():
     torch.manual_seed(0)
-    return BERT(BERTConfig(vocab_size=40, n_layer=1, n_head=2, d_model=16, d_ff=32, max_position=12))
+    return BERT(BERTConfig(vocab_size=40, n_layers=1, n_heads=2, d_model=16, d_ff=32, context_length=12))
 
 
 def gpt():
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=12))
+    return GPT(GPTConfig(vocab_size=40, n_layers=1, n_heads=2, d_model=16, context_length=12))
 
 
 IDS = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 0, 0, 0]])

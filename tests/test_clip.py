@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit.data import captioned_digits
+from labkit.tasks.captions import captioned_digits
 from labkit.diffusion import DDPMScheduler, guided_noise
 from labkit.models.clip import CLIP, CLIPConfig, info_nce
 from labkit.models.unet import TextConditionedUNet, UNet, UNetConfig
@@ -49,7 +49,7 @@ def test_logits_and_loss_match_transformers_clip(data, tok, encoder):
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     torch.manual_seed(0)
-    c = CLIPConfig(vocab_size=tok.vocab_size, image_encoder=encoder, embed_dim=16, d_model=32, image_width=32)
+    c = CLIPConfig(vocab_size=tok.vocab_size, image_encoder=encoder, projection_dim=16, d_model=32, image_width=32)
     ours = CLIP(c).eval()
     with torch.no_grad():
         ours.logit_scale.fill_(math.log(20.0))
@@ -64,7 +64,7 @@ def test_logits_and_loss_match_transformers_clip(data, tok, encoder):
                          num_attention_heads=2, max_position_embeddings=c.max_len),
         vision_config=dict(hidden_size=ours.image_encoder.out_dim, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, image_size=8, patch_size=2, num_channels=1),
-        projection_dim=c.embed_dim)
+        projection_dim=c.projection_dim)
     hf = transformers.CLIPModel(hf_config).eval()
 
     class Features(torch.nn.Module):  # stands in for HF's towers: our encoders' pooled features

@@ -177,5 +177,5 @@ def test_windows():
     assert xs.shape == (9, 10) and torch.equal(xs.flatten(), torch.arange(90))
     train, val = data.train_val_split(seq, 0.9)
     assert len(train) == 90 and val[0] == 90
-    with pytest.raises(ValueError, match="block_size"):
+    with pytest.raises(ValueError, match="context_length"):
         data.random_windows(seq[:5], 8, 2)

@@ -195,7 +195,7 @@ def test_governor_is_off_when_threads_are_pinned_or_policy_fixed(monkeypatch):
 
 
 def test_peak_memory_sees_a_large_temporary_tensor():
-    from labkit.device import PeakMemory
+    from labkit.perf import PeakMemory
 
     with PeakMemory() as small:
         torch.ones(10)

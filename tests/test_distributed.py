@@ -105,24 +105,24 @@ def test_single_process_fallback():
 
 
 def test_commands_run_as_argument_lists_with_a_space_in_the_path(tmp_path):
-    """Notebook 16's launcher: `python -m labkit.pretrain ... --out <dir>` and torchrun with 2 processes, into a
+    """Notebook 16's launcher: `python -m labkit.scripts.pretrain ... --out <dir>` and torchrun with 2 processes, into a
     folder whose path has a space (a Windows user folder, "My Drive" on Colab), which a shell string would split."""
     import json
     import sys
 
     out = tmp_path / "runs with a space"
-    args = ["-m", "labkit.pretrain", "--recipe", "gpt-shakespeare", "--steps", "2", "--batch-size", "4",
+    args = ["-m", "labkit.scripts.pretrain", "--recipe", "gpt-shakespeare", "--steps", "2", "--batch-size", "4",
             "--set", "optimizer=adamw", "--log-every", "1"]
     env = {**os.environ, "LABKIT_PROGRESS": "off", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     shown = distributed.shown([sys.executable, *args, "--out", out / "one"])
-    assert shown.startswith("python -m labkit.pretrain") and f"'{out / 'one'}'" in shown  # quoted to copy and paste
+    assert shown.startswith("python -m labkit.scripts.pretrain") and f"'{out / 'one'}'" in shown  # quoted to copy and paste
     assert distributed.shown([*distributed.torchrun(2), "x.py"]) == "torchrun --nproc_per_node 2 x.py"
     for name, launcher in (("one", [sys.executable]), ("two", distributed.torchrun(2))):
         printed = distributed.run_command([*launcher, *args, "--out", out / name], env=env, timeout=300)
         history = json.loads((out / name / "history.json").read_text())
         assert history["world_size"] == (1 if name == "one" else 2) and "2 steps" in printed
     with pytest.raises(RuntimeError, match="the command failed .*--no-such-flag"):
-        distributed.run_command([sys.executable, "-m", "labkit.pretrain", "--no-such-flag"], env=env)
+        distributed.run_command([sys.executable, "-m", "labkit.scripts.pretrain", "--no-such-flag"], env=env)
 
 
 @pytest.mark.parametrize("n_gpus, local_world, backend, device, note", [

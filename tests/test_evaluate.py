@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from labkit.evaluate import accuracy, lm_loss, perplexity
+from labkit.metrics import accuracy, lm_loss, perplexity
 
 
 class Uniform(nn.Module):
@@ -22,7 +22,7 @@ class Uniform(nn.Module):
 
 def test_uniform_model_has_perplexity_vocab_size():
     data = torch.randint(0, 17, (1000,))
-    loss = lm_loss(Uniform(17), data, block_size=10, batch_size=7)
+    loss = lm_loss(Uniform(17), data, context_length=10, batch_size=7)
     assert loss == pytest.approx(math.log(17), rel=1e-6)
     assert perplexity(loss) == pytest.approx(17, rel=1e-5)
 
@@ -42,7 +42,7 @@ def test_lm_loss_is_the_mean_over_all_windowed_tokens():
     model, data = Bigram(), torch.randint(0, 7, (105,))
     # 10 windows of 10 in batches of 3, 3, 3, 1; tokens 100.. are left over
     expected = nn.functional.cross_entropy(model.table(data[:100]), data[1:101]).item()
-    assert lm_loss(model, data, block_size=10, batch_size=3) == pytest.approx(expected, rel=1e-6)
+    assert lm_loss(model, data, context_length=10, batch_size=3) == pytest.approx(expected, rel=1e-6)
 
 
 def test_accuracy():
@@ -55,7 +55,7 @@ def test_accuracy():
 def test_mean_pool_averages_the_real_tokens_only():
     """Each sentence's vector is the mean of its own tokens' hidden states, the same as encoding it alone:
     padding (here up to 7 positions of it) must not count."""
-    from labkit.evaluate import mean_pool
+    from labkit.models.bert import mean_pool
     from labkit.models.bert import BERT, BERTConfig
 
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def test_mean_pool_averages_the_real_tokens_only():
 def test_bleu_takes_any_number_of_references_per_sentence():
     import sacrebleu
 
-    from labkit.evaluate import bleu, reference_streams
+    from labkit.metrics import bleu, reference_streams
 
     hyps = ["the cat sat on the mat today", "a dog barks at the old man"]
     refs = [["a cat was on the mat", "the cat sat on the mat today"], ["a dog barks at the old man"]]
@@ -98,7 +98,7 @@ def test_bleu_takes_any_number_of_references_per_sentence():
 def test_confusion_matrix_and_macro_f1_equal_scikit_learns(seed, n_classes):
     from sklearn import metrics
 
-    from labkit.evaluate import confusion_matrix, f1_scores, macro_f1
+    from labkit.metrics import confusion_matrix, f1_scores, macro_f1
 
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(0, n_classes, (200,), generator=g)
@@ -112,7 +112,7 @@ def test_confusion_matrix_and_macro_f1_equal_scikit_learns(seed, n_classes):
 def test_macro_f1_shows_what_accuracy_hides_on_imbalanced_classes():
     from sklearn import metrics
 
-    from labkit.evaluate import accuracy, macro_f1
+    from labkit.metrics import accuracy, macro_f1
 
     t = torch.tensor([0] * 87 + [1] * 13)  # SMS spam's proportions: 13% spam
     always_ham = torch.zeros(100, dtype=torch.long)
@@ -131,7 +131,7 @@ def test_frechet_distance_equals_the_formula_computed_with_scipy():
     import numpy as np
     from scipy import linalg
 
-    from labkit.evaluate import frechet_distance
+    from labkit.metrics import frechet_distance
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(500, 6, generator=g) @ torch.randn(6, 6, generator=g)
@@ -149,7 +149,7 @@ def test_frechet_distance_equals_the_formula_computed_with_scipy():
 
 
 def test_nearest_distance_is_zero_for_copies_and_the_true_distance_otherwise():
-    from labkit.evaluate import nearest_distance
+    from labkit.metrics import nearest_distance
 
     refs = torch.tensor([[0.0, 0.0], [3.0, 4.0]]).reshape(2, 1, 1, 2)
     queries = torch.tensor([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0]]).reshape(3, 1, 1, 2)

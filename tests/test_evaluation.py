@@ -30,7 +30,7 @@ def test_bits_per_byte_converts_a_loss_and_agrees_with_perplexity():
 
 def test_token_nll_is_lm_loss_token_by_token_and_a_uniform_model_scores_log_v():
     torch.manual_seed(0)
-    model = GPT(GPTConfig.tiny(vocab_size=50, block_size=16))
+    model = GPT(GPTConfig.tiny(vocab_size=50, context_length=16))
     data = torch.randint(50, (400,))
     nll, targets = evaluate.token_nll(model, data, 16)
     assert len(nll) == len(targets) == (399 // 16) * 16
@@ -131,7 +131,7 @@ def test_near_duplicates_finds_planted_copies_and_nothing_two_words_away():
 
 
 def _gpt(fused, T=32, d=128, L=4):
-    return GPT(GPTConfig(vocab_size=512, block_size=T, n_layer=L, n_head=4, n_embd=d, pos_emb="rope", bias=False,
+    return GPT(GPTConfig(vocab_size=512, context_length=T, n_layers=L, n_heads=4, d_model=d, pos_emb="rope", bias=False,
                          tie_weights=False, fused_attention=fused))
 
 

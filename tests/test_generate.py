@@ -237,20 +237,20 @@ class WindowSum(torch.nn.Module):
         super().__init__()
         self.limit, self.vocab = limit, vocab
         if with_config:
-            self.config = type("Config", (), {"block_size": limit})()
+            self.config = type("Config", (), {"context_length": limit})()
 
     def forward(self, idx):
         if idx.size(1) > self.limit:
-            raise ValueError(f"sequence length {idx.size(1)} exceeds block_size {self.limit}")
+            raise ValueError(f"sequence length {idx.size(1)} exceeds context_length {self.limit}")
         nxt = idx.cumsum(1) % self.vocab  # (B, T): the answer after each prefix
         return torch.nn.functional.one_hot(nxt, self.vocab).float()  # (B, T, V) logits
 
 
-@pytest.mark.parametrize("with_config", [True, False], ids=["model.config.block_size", "block_size="])
+@pytest.mark.parametrize("with_config", [True, False], ids=["model.config.context_length", "context_length="])
 def test_greedy_crops_the_context_to_the_models_limit(with_config):
     model = WindowSum(limit=4, with_config=with_config)
     start = torch.tensor([[1, 2, 3], [4, 4, 4]])
-    out = greedy(model, start, max_new_tokens=6, block_size=None if with_config else 4)
+    out = greedy(model, start, max_new_tokens=6, context_length=None if with_config else 4)
     expected = start.tolist()
     for row in expected:  # by hand: each new token is the sum of the last 4 tokens, mod 7
         for _ in range(6):

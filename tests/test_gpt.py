@@ -60,7 +60,7 @@ def test_from_hf_copies_config_and_ties_weights():
     hf = random_hf_gpt2()
     model = GPT.from_hf(hf)
     c = model.config
-    assert (c.vocab_size, c.block_size, c.n_layer, c.n_head, c.n_embd) == (VOCAB, 64, 2, 2, 32)
+    assert (c.vocab_size, c.context_length, c.n_layers, c.n_heads, c.d_model) == (VOCAB, 64, 2, 2, 32)
     assert model.lm_head.weight is model.transformer.wte.weight
     assert model.num_params() == sum(p.numel() for p in hf.parameters())
 
@@ -120,13 +120,13 @@ def test_rotary_matches_hf_llama_rope():
     q, k = torch.randn(2, 2, T, hs), torch.randn(2, 2, T, hs)
     cos, sin = LlamaRotaryEmbedding(cfg)(q, torch.arange(T).unsqueeze(0))
     q_ref, k_ref = apply_rotary_pos_emb(q, k, cos, sin)
-    rot = Rotary(hs, block_size=64)
+    rot = Rotary(hs, context_length=64)
     assert_close(rot(q), q_ref)
     assert_close(rot(k), k_ref)
 
 
 def test_rotary_scores_depend_only_on_relative_position():
-    rot = Rotary(16, block_size=64)
+    rot = Rotary(16, context_length=64)
     q, k = torch.randn(16), torch.randn(16)
 
     def score(m, n):  # q at position m, k at position n
@@ -140,7 +140,7 @@ def test_rotary_scores_depend_only_on_relative_position():
 
 def test_generate_crops_context_to_block_size():
     torch.manual_seed(0)
-    model = GPT(GPTConfig.tiny(block_size=8)).eval()
+    model = GPT(GPTConfig.tiny(context_length=8)).eval()
     x = ids(B=2, T=5, vocab=64)
     g = torch.Generator().manual_seed(0)
     out = model.generate(x, max_new_tokens=20, temperature=0.8, top_k=10, top_p=0.9, generator=g)
@@ -149,7 +149,7 @@ def test_generate_crops_context_to_block_size():
     g = torch.Generator().manual_seed(0)
     again = model.generate(x, max_new_tokens=20, temperature=0.8, top_k=10, top_p=0.9, generator=g)
     assert torch.equal(out, again)  # seeded sampling is reproducible
-    with pytest.raises(ValueError, match="block_size"):
+    with pytest.raises(ValueError, match="context_length"):
         model(ids(B=1, T=9, vocab=64))
 
 
@@ -187,7 +187,7 @@ def test_attention_only_blocks_have_no_mlp():
 
 def test_config_rejects_bad_options():
     with pytest.raises(ValueError, match="divisible"):
-        GPTConfig.tiny(n_embd=30, n_head=4)
+        GPTConfig.tiny(d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="pos_emb"):
         GPTConfig.tiny(pos_emb="sinusoidal")
     with pytest.raises(ValueError, match="mlp"):

@@ -38,7 +38,7 @@ def test_sequences_follow_their_task_and_only_outputs_are_scored():
     assert (x < n).all() and (y >= n).all()
     assert torch.equal(y - n, perms.gather(1, x))  # every output is the task's image of its input
     idx, targets = ri.icl_batch(seqs, n)
-    assert idx.shape[1] == ri.ICL.block_size
+    assert idx.shape[1] == ri.ICL.context_length
     assert (targets[:, 0::2] == y).all() and (targets[:, 1::2] == -100).all()
 
 
@@ -123,7 +123,7 @@ def test_prefix_matching_with_a_query_mask_scores_only_those_queries():
 
 def test_ablating_a_head_zeroes_exactly_its_contribution():
     torch.manual_seed(0)
-    model = GPT(GPTConfig.tiny(n_head=4, n_embd=32)).eval()
+    model = GPT(GPTConfig.tiny(n_heads=4, d_model=32)).eval()
     idx = torch.randint(64, (2, 12))
     base = model(idx).logits
     with ablate_heads(model, {"transformer.h.1.attn": [2]}):
@@ -164,7 +164,7 @@ def test_ablate_heads_says_what_is_wrong():
 
 # the recipe's model and optimiser (attention only, Muon with weight decay), shrunk: ~6 s; it learns to copy
 # on every seed tried (1-3, on both kinds of CPU); at width 32 it did not within 300 steps
-TINY = replace(ri.ICL, n_symbols=4, n_pairs=8, held_out_every=4, n_layer=2, n_head=2, n_embd=64, steps=400,
+TINY = replace(ri.ICL, n_symbols=4, n_pairs=8, held_out_every=4, n_layers=2, n_heads=2, d_model=64, steps=400,
                batch_size=32, warmup_steps=20, eval_every=100, n_eval=64)
 
 

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from labkit import instruct as ins
+from labkit.tasks import instructions as ins
 from labkit.chat import ChatTemplate, resize_token_embeddings, respond
 from labkit.models.gpt import GPT, GPTConfig
 from labkit.tokenizers import CharTokenizer
@@ -61,7 +61,7 @@ def _tiny_chat_model():
     tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz .?\n")
     chat = ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
     torch.manual_seed(0)
-    model = GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, block_size=32)).eval()
+    model = GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, context_length=32)).eval()
     resize_token_embeddings(model, chat.vocab_size)
     return tok, chat, model
 
@@ -82,7 +82,7 @@ def test_respond_gives_what_one_at_a_time_generation_gives():
 
 def test_respond_stops_at_the_end_marker_and_refuses_long_prompts():
     tok, chat, model = _tiny_chat_model()
-    head = torch.nn.Linear(model.config.n_embd, chat.vocab_size)  # the end marker is every step's argmax
+    head = torch.nn.Linear(model.config.d_model, chat.vocab_size)  # the end marker is every step's argmax
     with torch.no_grad():
         head.weight.zero_()
         head.bias.zero_()

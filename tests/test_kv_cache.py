@@ -43,7 +43,7 @@ def test_reading_in_pieces_through_the_cache_gives_the_whole_texts_logits(name):
 def test_generation_with_the_cache_gives_the_same_tokens(name):
     model = model_for(name)
     x = ids(3, 5)
-    # greedy (top_k=1), 40 new tokens: past block_size (32), where the window starts to slide
+    # greedy (top_k=1), 40 new tokens: past context_length (32), where the window starts to slide
     assert torch.equal(model.generate(x, 40, top_k=1, use_cache=True), model.generate(x, 40, top_k=1, use_cache=False))
     for seed in (0, 1):  # seeded sampling: the same draws, so the same tokens
         cached = model.generate(x, 40, temperature=1.0, generator=torch.Generator().manual_seed(seed))
@@ -64,7 +64,7 @@ def test_the_cache_refuses_to_grow_past_the_context():
     model = model_for("learned")
     cache = model.new_cache()
     model(ids(1, 30), cache=cache)
-    with pytest.raises(ValueError, match="block_size"):
+    with pytest.raises(ValueError, match="context_length"):
         model(ids(1, 3), cache=cache)
     with pytest.raises(ValueError, match="holds 4 positions"):
         KVCache(1, 4).update(0, torch.zeros(1, 1, 5, 2), torch.zeros(1, 1, 5, 2), 0)

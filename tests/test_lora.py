@@ -11,12 +11,12 @@ from labkit.models.gpt import GPT, GPTConfig
 
 def gpt():
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=50, n_layer=2, n_head=2, n_embd=32, block_size=16))
+    return GPT(GPTConfig(vocab_size=50, n_layers=2, n_heads=2, d_model=32, context_length=16))
 
 
 def bert():
     torch.manual_seed(0)
-    return BERT(BERTConfig(vocab_size=60, n_layer=2, n_head=2, d_model=32, d_ff=64, max_position=16))
+    return BERT(BERTConfig(vocab_size=60, n_layers=2, n_heads=2, d_model=32, d_ff=64, context_length=16))
 
 
 def randomise_adapters(model, seed=1):

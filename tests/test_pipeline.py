@@ -15,7 +15,7 @@ from labkit.pipeline import split_gpt
 
 def test_stages_chained_are_the_whole_model():
     torch.manual_seed(0)
-    gpt = GPT(GPTConfig.tiny(n_layer=3, tie_weights=False))
+    gpt = GPT(GPTConfig.tiny(n_layers=3, tie_weights=False))
     x = torch.randint(0, 64, (2, 16))
     stages = split_gpt(gpt, 2)
     assert [len(s.blocks) for s in stages] == [2, 1]
@@ -35,7 +35,7 @@ def test_bad_splits_say_why():
 
 def run(out, *launcher):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, *launcher, "-m", "labkit.pipeline", "--steps", "5", "--batch-size", "8", "--microbatches",
+    cmd = [sys.executable, *launcher, "-m", "labkit.scripts.pipeline", "--steps", "5", "--batch-size", "8", "--microbatches",
            "4", "--n-layer", "2", "--n-embd", "32", "--block-size", "32", "--dtype", "float64", "--out", str(out)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

@@ -13,7 +13,7 @@ from labkit.models.gpt import GPT, GPTConfig
 from labkit.recipes import LAB, MuonAdamW, build_optimizer, evaluate_lm, split_params
 from labkit.train import TrainConfig, train
 
-TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, batch_size=4, steps=20, warmup_steps=2)
+TINY = dict(n_layers=2, n_heads=2, d_model=32, context_length=16, batch_size=4, steps=20, warmup_steps=2)
 
 
 def tiny_model(seed=0, **overrides):
@@ -211,7 +211,7 @@ def test_train_lm_time_budget_stops_cleanly(monkeypatch):
     lines = []
     result = recipes.train_lm(model, data, recipe, max_seconds=0.5, progress=False, log=lines.append, log_every=5)
     assert result.stopped_early and 1 <= result.steps < 1000
-    assert result.tokens == result.steps * recipe.batch_size * recipe.block_size
+    assert result.tokens == result.steps * recipe.batch_size * recipe.context_length
     assert result.train_loss is not None and not model.training
     assert len(lines) == result.steps // 5 and lines[0].startswith("step     5/1000")
     full = recipes.train_lm(recipes.build_model(replace(recipe, steps=3), 64), data, replace(recipe, steps=3),

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from labkit import instruct
+from labkit.tasks import instructions as instruct
 from labkit.chat import ChatTemplate, resize_token_embeddings
 from labkit.models.gpt import GPT, GPTConfig
 from labkit.recipes import assistant
@@ -45,7 +45,7 @@ def test_sft_lowers_the_assistant_loss_and_score_counts_exact_matches():
     torch.manual_seed(0)
     d = assistant.instruction_data(TOK, LM, RECIPE, sms=SMS)
     chat = ChatTemplate(TOK.encode, TOK.decode, TOK.vocab_size)
-    model = resize_token_embeddings(GPT(GPTConfig.tiny(vocab_size=TOK.vocab_size, block_size=128)), chat.vocab_size)
+    model = resize_token_embeddings(GPT(GPTConfig.tiny(vocab_size=TOK.vocab_size, context_length=128)), chat.vocab_size)
     x, y = chat.batch([e.messages() for e in d.train[:32]])
     before = model(x, y).loss.item()
     history = assistant.sft(model, chat, d.train, RECIPE, progress=False)
@@ -64,7 +64,7 @@ def test_gpt_english_sft_zoo_entry_round_trips_through_its_meta(isolated_cache):
 
     tok = BPETokenizer.train(LM.train_text, 300)
     hf = tok.hf_tokenizer
-    model = resize_token_embeddings(GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, block_size=32)), tok.vocab_size + 4)
+    model = resize_token_embeddings(GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, context_length=32)), tok.vocab_size + 4)
     meta = assistant.sft_meta(model, {"tokenizer": hf.to_str(), "val_loss": 3.0}, RECIPE, seconds=1.5)
     assert meta["config"]["vocab_size"] == tok.vocab_size + 4 and meta["sft_recipe"]["steps"] == RECIPE.steps
     zoo.save("gpt-english-sft", model, meta)

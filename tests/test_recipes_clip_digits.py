@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from labkit.data import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES
+from labkit.tasks.captions import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES
 from labkit.recipes import clip_digits as cd
 from labkit.recipes import ddpm_text_digits as dt
-from labkit.recipes.ddpm_digits import denoising_val_loss, make_scheduler
+from labkit.diffusion import denoising_val_loss
+from labkit.recipes.ddpm_digits import make_scheduler
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def test_the_stream_holds_the_training_sentences_in_paragraphs_of_neighbours(dat
 
 
 def test_the_meta_rebuilds_the_model_and_tokenizer(data):
-    recipe = dataclasses.replace(ge.GPT_ENGLISH, n_layer=1, n_embd=32, n_head=2, steps=2, batch_size=2)
+    recipe = dataclasses.replace(ge.GPT_ENGLISH, n_layers=1, d_model=32, n_heads=2, steps=2, batch_size=2)
     model, meta = ge.train_gpt_english(recipe, progress=False)
     again = ge.build_gpt_english(meta)
     again.load_state_dict(model.state_dict())

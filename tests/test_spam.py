@@ -3,7 +3,7 @@ classifier and records its batch shapes, stored_bytes measures what a task costs
 
 import torch
 
-from labkit import spam
+from labkit.tasks import spam
 from labkit.models.bert import BERT, BERTConfig
 from labkit.models.classify import SequenceClassifier
 
@@ -25,7 +25,7 @@ def test_fit_learns_the_words_and_records_its_batches():
     task = spam.spam_task(ROWS)
     vocab = {w: i + 3 for i, w in enumerate(sorted({w for t in task.texts for w in t.split()}))}
     encoded = [[1] + [vocab[w] for w in t.split()] + [2] for t in task.texts]
-    cfg = BERTConfig(vocab_size=len(vocab) + 3, max_position=16, n_layer=1, n_head=2, d_model=32, d_ff=64, dropout=0.0)
+    cfg = BERTConfig(vocab_size=len(vocab) + 3, context_length=16, n_layers=1, n_heads=2, d_model=32, d_ff=64, dropout=0.0)
     model = SequenceClassifier(BERT(cfg), 2, pooling="mean")
     shapes = []
     history = spam.fit(model, task, task.train, encoded, steps=60, lr=3e-3, shapes=shapes)

@@ -33,8 +33,10 @@ from .scaling import *  # noqa: F401,F403
 from .scaling import __all__ as _scaling_all
 from .tokens import *  # noqa: F401,F403
 from .tokens import __all__ as _tokens_all
+from .training import *  # noqa: F401,F403
+from .training import __all__ as _training_all
 from .translation import *  # noqa: F401,F403
 from .translation import __all__ as _translation_all
 
 __all__ = [*_core_all, *_adaptation_all, *_assistant_all, *_attention_all, *_blocks_all, *_diffusion_all, *_evaluation_all, *_icl_all, *_multimodal_all, *_positions_all, *_pretraining_all, *_sampling_all, *_scaling_all, *_tokens_all,
-           *_translation_all]
+           *_training_all, *_translation_all]

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-__all__ = ["Case", "CheckResult", "Mistake", "check_close", "check_true", "matching_mistake", "check_warmup_mse",
+__all__ = ["Case", "CheckResult", "Mistake", "check_close", "check_true", "matching_mistake",
            "random_cases", "progress", "reset_progress"]
 
 Mistake = tuple[Callable, str]  # (a wrong implementation, the hint to give when the learner's matches it)
@@ -370,26 +370,3 @@ def random_cases(shapes: Iterable[tuple], seed: int = 0, n_args: int = 2) -> lis
         args = tuple(torch.randn(*shape, generator=g) for _ in range(n_args))
         out.append(Case(f"shape {shape}", args))
     return out
-
-
-# --- notebook 00 -----------------------------------------------------------
-
-def check_warmup_mse(learner_fn: Callable) -> CheckResult:
-    """Notebook 00 warm-up: mean squared error ``mse(pred, target)`` as a 0-dim tensor."""
-    mistakes = [
-        (lambda p, t: ((p - t) ** 2).sum(),
-         "Hint: .sum() adds the squared errors up; the MEAN squared error divides by how many there are."),
-        (lambda p, t: (p - t).abs().mean(),
-         "Hint: that is the mean ABSOLUTE error: square each difference ((pred - target) ** 2) instead of .abs()."),
-        (lambda p, t: ((p - t).mean()) ** 2,
-         "Hint: that squares the mean difference, where errors of opposite sign cancel: square each difference "
-         "first, then average."),
-    ]
-    return check_close(
-        "mse",
-        learner_fn,
-        lambda p, t: torch.nn.functional.mse_loss(p, t),
-        random_cases([(5,), (3, 4), (2, 3, 4)]),
-        hint="Hint: square the difference, then take the mean over *all* elements (.mean()), giving a 0-dim tensor.",
-        mistakes=mistakes,
-    )

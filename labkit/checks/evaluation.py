@@ -17,7 +17,7 @@ __all__ = ["check_bits_per_byte", "check_ece"]
 
 
 def _bpb_reference(loss, n_tokens, n_bytes):
-    from labkit.evaluate import bits_per_byte
+    from labkit.metrics import bits_per_byte
 
     return torch.tensor(bits_per_byte(loss, n_tokens, n_bytes), dtype=torch.float64)
 
@@ -61,7 +61,7 @@ def check_bits_per_byte(learner_fn: Callable) -> CheckResult:
 
 
 def _ece_reference(confidences, correct, n_bins):
-    from labkit.evaluate import expected_calibration_error
+    from labkit.calibration import expected_calibration_error
 
     return torch.tensor(expected_calibration_error(confidences, correct, n_bins), dtype=torch.float64)
 
@@ -79,7 +79,7 @@ def _ece_cases() -> list[Case]:
 
 
 def _ece_unweighted(confidences, correct, n_bins):
-    from labkit.evaluate import calibration_bins
+    from labkit.calibration import calibration_bins
 
     b = calibration_bins(confidences, correct, n_bins)
     keep = b["count"] > 0
@@ -87,7 +87,7 @@ def _ece_unweighted(confidences, correct, n_bins):
 
 
 def _ece_signed(confidences, correct, n_bins):
-    from labkit.evaluate import calibration_bins
+    from labkit.calibration import calibration_bins
 
     b = calibration_bins(confidences, correct, n_bins)
     keep = b["count"] > 0

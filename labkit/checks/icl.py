@@ -16,7 +16,7 @@ __all__ = ["check_few_shot_prompt", "check_prefix_matching"]
 
 
 def _prompt_reference(examples, query, n_symbols):
-    from labkit.recipes.gpt_icl import few_shot_prompt
+    from labkit.tasks.icl import few_shot_prompt
 
     return few_shot_prompt(examples, query, n_symbols)
 

@@ -80,7 +80,7 @@ def _fusion_reference(h, context, context_mask, w_q, w_k, w_v, w_o, n_heads):
         for lin, w in [(attn.q_proj, w_q), (attn.k_proj, w_k), (attn.v_proj, w_v), (attn.out_proj, w_o)]:
             lin.weight.copy_(w)
         q = h.flatten(2).transpose(1, 2)
-        out, _ = attn(q, context, context, key_padding_mask=context_mask)
+        out, _ = attn(q, context, context, key_mask=context_mask)
     return h + out.transpose(1, 2).reshape(B, C, H, W)
 
 
@@ -89,10 +89,10 @@ def _fusion_cases() -> list[Case]:
 
     def case(B, C, H, T, n_heads, pads):
         w = [torch.randn(C, C, generator=g) / math.sqrt(C) for _ in range(4)]
-        mask = torch.zeros(B, T, dtype=torch.bool)
+        mask = torch.ones(B, T, dtype=torch.bool)  # True at the caption's tokens
         for b, p in enumerate(pads):
             if p:
-                mask[b, T - p:] = True
+                mask[b, T - p:] = False  # the padding
         return (torch.randn(B, C, H, H, generator=g), torch.randn(B, T, C, generator=g), mask, *w, n_heads)
 
     return [Case("one image 4x4 with 8 channels, a 5-token caption, 1 head", case(1, 8, 4, 5, 1, [0])),
@@ -109,7 +109,7 @@ def _fusion_mistake(mask: bool = True, scale: bool = True, residual: bool = True
         v = (context @ w_v.t()).view(B, -1, n_heads, hd).transpose(1, 2)
         scores = q @ k.transpose(-2, -1) / (math.sqrt(hd) if scale else 1.0)
         if mask:
-            scores = scores.masked_fill(context_mask[:, None, None, :], float("-inf"))
+            scores = scores.masked_fill(~context_mask[:, None, None, :], float("-inf"))
         out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, H * W, C) @ w_o.t()
         out = out.transpose(1, 2).reshape(B, C, H, W)
         return h + out if residual else out
@@ -120,15 +120,16 @@ def check_cross_attention_fusion(learner_fn: Callable) -> CheckResult:
     """Notebook 14: ``fuse(h, context, context_mask, w_q, w_k, w_v, w_o, n_heads)``: image features h (B, C, H, W)
     attend to caption features context (B, T, C): the H*W pixels are the queries (h flattened, times w_q^T),
     the tokens the keys and values (context times w_k^T, w_v^T), split into n_heads heads, scaled dot-product
-    attention with the padding tokens (context_mask True) masked out, the heads concatenated and projected by
+    attention with the padding tokens (``context_mask`` False: it is True at real tokens) masked out, the heads concatenated and projected by
     w_o^T, reshaped to (B, C, H, W) and added to h. Equal to ``labkit.attention.MultiHeadAttention`` (no biases)."""
     return check_close(
         "cross_attention_fusion", learner_fn, _fusion_reference, _fusion_cases(),
         hint=("Hint: q = h.flatten(2).transpose(1, 2) @ w_q.T (B, H*W, C); k, v from context; heads: .view(B, -1, "
               "n_heads, C // n_heads).transpose(1, 2); scores / sqrt(head_dim); masked_fill the padding with -inf; "
               "softmax over the tokens; back to (B, C, H, W) and add h."),
-        mistakes=[(_fusion_mistake(mask=False), "Hint: mask the padding tokens: scores.masked_fill(context_mask[:, None, None, :], "
-                                                "float('-inf')) before the softmax."),
+        mistakes=[(_fusion_mistake(mask=False), "Hint: mask the padding tokens (context_mask is True at the real ones): "
+                                                "scores.masked_fill(~context_mask[:, None, None, :], float('-inf')) "
+                                                "before the softmax."),
                   (_fusion_mistake(scale=False), "Hint: divide the scores by sqrt(head_dim) = sqrt(C // n_heads)."),
                   (_fusion_mistake(residual=False), "Hint: fusion is residual: return h + the attention's output.")],
         atol=1e-5, rtol=1e-4,

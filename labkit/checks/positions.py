@@ -14,37 +14,37 @@ __all__ = ["check_sinusoidal_table", "check_rope_rotate"]
 # --- exercise 1: the sinusoidal table -------------------------------------------
 
 
-def _sinusoidal_reference(max_len: int, d_model: int) -> torch.Tensor:
+def _sinusoidal_reference(context_length: int, d_model: int) -> torch.Tensor:
     from labkit.layers import SinusoidalPositionalEncoding
 
-    return SinusoidalPositionalEncoding(d_model, max_len=max_len).pe
+    return SinusoidalPositionalEncoding(d_model, context_length=context_length).pe
 
 
 def check_sinusoidal_table(learner_fn: Callable) -> CheckResult:
-    """Notebook 02: ``sinusoidal_table(max_len, d_model)`` -> (max_len, d_model) with
+    """Notebook 02: ``sinusoidal_table(context_length, d_model)`` -> (context_length, d_model) with
     PE[pos, 2i] = sin(pos / 10000^(2i/d_model)) and PE[pos, 2i+1] = cos(pos / 10000^(2i/d_model))."""
-    cases = [Case(f"max_len={n}, d_model={d}", (n, d)) for n, d in [(4, 2), (10, 8), (50, 64), (128, 512)]]
+    cases = [Case(f"context_length={n}, d_model={d}", (n, d)) for n, d in [(4, 2), (10, 8), (50, 64), (128, 512)]]
 
-    def swapped(max_len, d_model):  # cosines in the even columns, sines in the odd ones
-        pe = _sinusoidal_reference(max_len, d_model)
-        return torch.stack((pe[:, 1::2], pe[:, 0::2]), dim=-1).reshape(max_len, d_model)
+    def swapped(context_length, d_model):  # cosines in the even columns, sines in the odd ones
+        pe = _sinusoidal_reference(context_length, d_model)
+        return torch.stack((pe[:, 1::2], pe[:, 0::2]), dim=-1).reshape(context_length, d_model)
 
-    def column_index(max_len, d_model):  # exponent j / d_model with the column index j
-        angle = torch.arange(max_len, dtype=torch.float32)[:, None] / 10000.0 ** (
+    def column_index(context_length, d_model):  # exponent j / d_model with the column index j
+        angle = torch.arange(context_length, dtype=torch.float32)[:, None] / 10000.0 ** (
             torch.arange(d_model, dtype=torch.float32) / d_model)
         pe = torch.sin(angle)
         pe[:, 1::2] = torch.cos(angle[:, 1::2])
         return pe
 
-    def from_one(max_len, d_model):  # positions 1..max_len
-        return _sinusoidal_reference(max_len + 1, d_model)[1:]
+    def from_one(context_length, d_model):  # positions 1..context_length
+        return _sinusoidal_reference(context_length + 1, d_model)[1:]
 
     mistakes = [
         (swapped, "Hint: sines and cosines are swapped: sin goes in the even columns (pe[:, 0::2]), cos in the "
                   "odd ones (pe[:, 1::2])."),
         (column_index, "Hint: a sine and its cosine share one frequency: column 2i+1 uses the exponent 2i/d_model "
                        "of its pair, not (2i+1)/d_model."),
-        (from_one, "Hint: positions start at 0 (torch.arange(max_len)), so row 0 is sin 0 = 0 and cos 0 = 1."),
+        (from_one, "Hint: positions start at 0 (torch.arange(context_length)), so row 0 is sin 0 = 0 and cos 0 = 1."),
     ]
     return check_close(
         "sinusoidal_table",
@@ -55,7 +55,7 @@ def check_sinusoidal_table(learner_fn: Callable) -> CheckResult:
         hint=(
             "Hint: the EVEN columns 2i hold sines and the ODD columns 2i+1 cosines of the SAME angle "
             "pos / 10000**(2i / d_model) — the exponent uses the even index 2i (torch.arange(0, d_model, 2)), "
-            "not the column index j, and pos runs from 0 to max_len-1."
+            "not the column index j, and pos runs from 0 to context_length-1."
         ),
         atol=1e-4,
     )
@@ -67,7 +67,7 @@ def check_sinusoidal_table(learner_fn: Callable) -> CheckResult:
 def _rope_reference(x: torch.Tensor, pos: int, base: float = 10000.0) -> torch.Tensor:
     from labkit.layers import RotaryEmbedding
 
-    rope = RotaryEmbedding(x.size(-1), max_len=pos + 1, base=base)
+    rope = RotaryEmbedding(x.size(-1), context_length=pos + 1, base=base)
     return rope(x[None], offset=pos)[0]
 
 

@@ -1,4 +1,4 @@
-"""Checkers for notebook 07 (a translation transformer: padding masks and beam search); see labkit.checks._core."""
+"""Checkers for notebook 07 (a translation transformer: token masks and beam search); see labkit.checks._core."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 
 from ._core import Case, CheckResult, _compare, check_close, check_true, matching_mistake
 
-__all__ = ["check_padding_mask", "check_beam_step"]
+__all__ = ["check_token_mask", "check_beam_step"]
 
 
-# --- exercise: the padding mask ----------------------------------------------------------
+# --- exercise: the token mask -------------------------------------------------------------
 
 
 def _padding_cases() -> list[Case]:
@@ -23,43 +23,44 @@ def _padding_cases() -> list[Case]:
     ]
 
 
-def _padding_reference(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-    return ids.eq(pad_id)
+def _token_reference(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    return ids.ne(pad_id)
 
 
-_PADDING_MISTAKES = [
-    (lambda ids, pad_id: ids.ne(pad_id),
-     "Hint: that mask is True at the real tokens. labkit's attention modules follow nn.MultiheadAttention: "
-     "a key_padding_mask is True where attention is NOT allowed, i.e. at the padding."),
-    (lambda ids, pad_id: ids.eq(0),
+_TOKEN_MISTAKES = [
+    (lambda ids, pad_id: ids.eq(pad_id),
+     "Hint: that mask is True at the padding. labkit's masks (like F.scaled_dot_product_attention's and Hugging "
+     "Face's attention_mask) are True where attention is allowed, i.e. at the real tokens."),
+    (lambda ids, pad_id: ids.ne(0),
      "Hint: that compares with 0 whatever pad_id is: compare with the pad_id argument."),
-    (lambda ids, pad_id: ids.eq(pad_id).long(),
-     "Hint: the values are right but the dtype is not: return a bool tensor (ids == pad_id), since a float "
+    (lambda ids, pad_id: ids.ne(pad_id).long(),
+     "Hint: the values are right but the dtype is not: return a bool tensor (ids != pad_id), since a float "
      "or integer mask would be ADDED to the attention scores instead of blocking them."),
 ]
 
 
-def check_padding_mask(learner_fn: Callable) -> CheckResult:
-    """Notebook 07: ``padding_mask(ids, pad_id)`` -> a (B, T) bool tensor, True where ``ids`` is padding.
+def check_token_mask(learner_fn: Callable) -> CheckResult:
+    """Notebook 07: ``token_mask(ids, pad_id)`` -> a (B, T) bool tensor, True where ``ids`` is a real token and
+    False at the padding (labkit's convention: True = may be attended to).
 
     The dtype is checked too: labkit's attention (like PyTorch's) ADDS a float mask to the scores, so a
     float or integer mask of 0s and 1s would not block the padding at all."""
     cases = _padding_cases()
-    hint = matching_mistake(learner_fn, cases, _PADDING_MISTAKES) or (
-        "Hint: one comparison does it: ids == pad_id, a bool tensor of the same shape as ids.")
+    hint = matching_mistake(learner_fn, cases, _TOKEN_MISTAKES) or (
+        "Hint: one comparison does it: ids != pad_id, a bool tensor of the same shape as ids.")
 
     def condition():
         for case in cases:
             ids, pad_id = case.args
             got = learner_fn(ids.clone(), pad_id)
-            problem = _compare(got, _padding_reference(ids, pad_id), 0, 0)
+            problem = _compare(got, _token_reference(ids, pad_id), 0, 0)
             if problem:
                 return f"case '{case.name}': {problem}"
             if got.dtype != torch.bool:
                 return f"case '{case.name}': the mask has dtype {got.dtype}; it must be torch.bool"
         return True
 
-    return check_true("padding_mask", condition, hint=hint)
+    return check_true("token_mask", condition, hint=hint)
 
 
 # --- exercise: one step of beam search ----------------------------------------------------

@@ -3,27 +3,25 @@
 ``gpt``: decoder-only language model (GPT-2 architecture, copyable from Hugging Face).
 ``bert``: encoder with a masked-LM head, plus ``mask_tokens`` (BERT's 80/10/10 masking) and ``mlm_loss``.
 ``seq2seq``: the original encoder-decoder transformer for translation, from ``labkit.layers``' stacks.
-``classify``: ``SequenceClassifier``, a classification head on a BERT's or a GPT's hidden states.
+``classify``: ``SequenceClassifier``, a classification head on a BERT's or a GPT's hidden states, and
+``DigitClassifier``, the small CNN that judges generated digits.
+``unet``: the denoising network of notebook 13 (``TextConditionedUNet``: conditioned on a caption, notebook 14).
+``clip``: a small CLIP (CNN or ViT image encoder, transformer text encoder, symmetric InfoNCE).
 
-One convention for every model:
+One vocabulary and one convention for every model (Hugging Face's names appear only in the ``from_hf`` copies):
 
-* ``model(...)`` returns a named tuple: ``GPTOutput(logits, loss)`` (so ``logits, loss = gpt(x, y)``
-  still unpacks), ``BERTOutput(logits, loss, hidden_states, pooled, attentions)`` and
-  ``Seq2SeqOutput(logits, loss)``.
-* ``model.encode(...)`` returns the last hidden states (B, T, d), for pooling and task heads.
-* Attention weights come out with ``labkit.attention.capture_attention(model)``, keyed by module
-  name (``"transformer.h.0.attn"``, ``"blocks.0.attn"``); ``return_attn=True`` is built on it.
-* Shared parts come from ``labkit.layers`` (``RotaryEmbedding``, ``FeedForward``, ``normal_init``);
-  the optimizers for them from ``labkit.optim``.
-
-Config field names: GPT keeps GPT-2's (``n_embd``, ``n_head``, ``block_size``); everything else,
-and all new code, uses the paper's (``d_model``, ``n_heads``, ``max_len``). The mapping::
-
-    GPTConfig.n_embd     = BERTConfig.d_model = layers' d_model      (width of the residual stream)
-    GPTConfig.n_head     = BERTConfig.n_head  = layers' n_heads      (attention heads)
-    GPTConfig.n_layer    = BERTConfig.n_layer = Encoder's n_layers   (blocks)
-    GPTConfig.block_size = BERTConfig.max_position = layers' max_len (longest input)
-    GPT's MLP width 4 * n_embd = BERTConfig.d_ff = layers' d_ff      (feed-forward inner width)
+* Config fields: ``d_model`` (width of the residual stream), ``n_heads``, ``n_layers`` (depth; ``n_encoder_layers``
+  and ``n_decoder_layers`` for the encoder-decoder), ``d_ff`` (the feed-forward inner width; GPT's is 4 x d_model),
+  ``context_length`` (the longest input), ``dropout``, ``vocab_size``.
+* ``model(...)`` returns a named tuple with ``logits`` and ``loss``: ``GPTOutput``, ``BERTOutput``,
+  ``Seq2SeqOutput``; ``model.encode(...)`` the last hidden states (B, T, d), for pooling and task heads.
+* Attention weights: ``model(..., return_attention=True).attentions``, one (B, n_heads, T_q, T_k) tensor per layer
+  (for the encoder-decoder a dict of its encoder, decoder and cross-attention lists), taken before dropout; built on
+  ``labkit.attention.capture_attention(model)``, which works on any module that attends.
+* Masks: a boolean mask is True where attention is allowed (a key is a real token, a query may see a key), as in
+  ``F.scaled_dot_product_attention`` and Hugging Face's ``attention_mask`` (``labkit.attention`` says more).
+* Shared parts come from ``labkit.layers`` (``RotaryEmbedding``, ``FeedForward``, ``normal_init``); the optimizers
+  for them from ``labkit.optim``.
 """
 
 from labkit.models.bert import BERT, BERTConfig, BERTOutput, mask_tokens, mlm_loss

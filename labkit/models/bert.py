@@ -10,10 +10,10 @@ gives the same numbers.
 ``model(input_ids, attention_mask)`` returns a ``BERTOutput`` named tuple whose
 first element is the MLM logits (B, T, V); it also carries ``loss``,
 ``hidden_states`` (last layer, (B, T, d_model)), ``pooled`` (B, d_model) and,
-with ``return_attn=True``, ``attentions``: one (B, n_head, T, T) tensor per
+with ``return_attention=True``, ``attentions``: one (B, n_heads, T, T) tensor per
 layer (rows are queries; padded keys get weight 0; taken before dropout), the
 format bertviz's ``head_view`` expects after ``[a for a in out.attentions]``.
-``return_attn`` is ``labkit.attention.capture_attention(model)`` underneath (keys
+``return_attention`` is ``labkit.attention.capture_attention(model)`` underneath (keys
 ``"blocks.0.attn"``, ...). ``model.encode(input_ids, attention_mask)`` gives the
 hidden states alone: the masked-LM loss (``mlm_loss``), pooling and fine-tuning
 heads build on it.
@@ -29,18 +29,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labkit.attention import capture_attention, is_capturing, record_attention
-from labkit.layers import FeedForward, normal_init
+from ..attention import capture_attention, is_capturing, record_attention
+from ..data import pad_batch
+from ..layers import FeedForward, normal_init
 
-__all__ = ["BERTConfig", "BERT", "BERTOutput", "mask_tokens", "mlm_loss"]
+__all__ = ["BERTConfig", "BERT", "BERTOutput", "mask_tokens", "mlm_loss", "mean_pool"]
 
 
 @dataclass
 class BERTConfig:
     vocab_size: int = 30522  # number of token ids (bert-base-uncased WordPiece: 30522)
-    max_position: int = 512  # longest input (size of the learned position table)
-    n_layer: int = 12  # number of encoder blocks
-    n_head: int = 12  # attention heads per block
+    context_length: int = 512  # longest input (size of the learned position table)
+    n_layers: int = 12  # number of encoder blocks
+    n_heads: int = 12  # attention heads per block
     d_model: int = 768  # width of the hidden states
     d_ff: int = 3072  # inner width of the feed-forward network
     dropout: float = 0.1  # dropout on embeddings, attention weights and residual branches
@@ -50,13 +51,13 @@ class BERTConfig:
     fused_attention: bool = True  # F.scaled_dot_product_attention (fast) vs explicit masked softmax
 
     def __post_init__(self):
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
     @classmethod
     def tiny(cls, **overrides) -> "BERTConfig":
         """A seconds-on-CPU preset for tests: 2 layers, 2 heads, width 32, no dropout."""
-        kw = dict(vocab_size=64, max_position=64, n_layer=2, n_head=2, d_model=32, d_ff=64, dropout=0.0)
+        kw = dict(vocab_size=64, context_length=64, n_layers=2, n_heads=2, d_model=32, d_ff=64, dropout=0.0)
         kw.update(overrides)
         return cls(**kw)
 
@@ -66,14 +67,14 @@ class BERTOutput(NamedTuple):
     loss: torch.Tensor | None  # cross-entropy over positions whose label != -100
     hidden_states: torch.Tensor  # (B, T, d_model) last encoder layer
     pooled: torch.Tensor  # (B, d_model) tanh(dense(hidden of [CLS]))
-    attentions: list | None  # per layer (B, n_head, T, T) when return_attn=True
+    attentions: list | None  # per layer (B, n_heads, T, T), with return_attention=True
 
 
 class Embeddings(nn.Module):
     def __init__(self, config: BERTConfig):
         super().__init__()
         self.word = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_position, config.d_model)
+        self.position = nn.Embedding(config.context_length, config.d_model)
         self.token_type = nn.Embedding(config.type_vocab_size, config.d_model)
         self.ln = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
@@ -92,7 +93,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, config: BERTConfig):
         super().__init__()
-        self.n_head = config.n_head
+        self.n_heads = config.n_heads
         self.fused = config.fused_attention
         self.dropout = config.dropout
         self.query = nn.Linear(config.d_model, config.d_model)
@@ -101,14 +102,14 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model)
         self.attn_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, return_attn: bool = False):
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool = False):
         B, T, C = x.size()  # keep: (B, 1, 1, T) bool, True = a real token
-        nh, hs = self.n_head, C // self.n_head
+        nh, hs = self.n_heads, C // self.n_heads
         q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         att = None
-        if self.fused and not return_attn and not is_capturing(self):
+        if self.fused and not need_weights and not is_capturing(self):
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)  # (B, nh, T, hs)
         else:
@@ -132,15 +133,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints saved before the shared FeedForward named its layers fc1/fc2 (bert-english v1 in a cache)
-        for old, new in (("ffn.fc1.", "ffn.linear1."), ("ffn.fc2.", "ffn.linear2.")):
-            for key in [k for k in state_dict if k.startswith(prefix + old)]:
-                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, return_attn: bool = False):
-        a, att = self.attn(x, keep, return_attn)
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool = False):
+        a, att = self.attn(x, keep, need_weights)
         x = self.ln_1(x + self.dropout(a))
         x = self.ln_2(x + self.dropout(self.ffn(x)))
         return x, att
@@ -177,7 +171,7 @@ class BERT(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.mlm = MLMHead(config)
         self.pooler = Pooler(config)
         self.apply(self._init_weights)
@@ -208,11 +202,11 @@ class BERT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        return_attn: bool = False,
+        return_attention: bool = False,
     ) -> BERTOutput:
         """input_ids (B, T); attention_mask (B, T) with 1 = token, 0 = padding; labels (B, T)
         with -100 where no loss is wanted. Returns ``BERTOutput(logits, loss, hidden_states, pooled, attentions)``."""
-        if return_attn:
+        if return_attention:
             with capture_attention(self) as attn:
                 out = self.forward(input_ids, attention_mask, labels, token_type_ids)
             return out._replace(attentions=attn.layers())
@@ -239,8 +233,8 @@ class BERT(nn.Module):
         if hc.hidden_act != "gelu":
             raise ValueError(f"unsupported activation {hc.hidden_act!r} (BERT uses 'gelu')")
         kw = dict(
-            vocab_size=hc.vocab_size, max_position=hc.max_position_embeddings, n_layer=hc.num_hidden_layers,
-            n_head=hc.num_attention_heads, d_model=hc.hidden_size, d_ff=hc.intermediate_size,
+            vocab_size=hc.vocab_size, context_length=hc.max_position_embeddings, n_layers=hc.num_hidden_layers,
+            n_heads=hc.num_attention_heads, d_model=hc.hidden_size, d_ff=hc.intermediate_size,
             dropout=hc.hidden_dropout_prob, type_vocab_size=hc.type_vocab_size,
             layer_norm_eps=hc.layer_norm_eps, pad_token_id=hc.pad_token_id or 0,
         )  # fmt: skip
@@ -322,3 +316,19 @@ def mask_tokens(
     random_ids = torch.randint(vocab_size, shape, device=dev, generator=generator, dtype=input_ids.dtype)
     masked = torch.where(to_random, random_ids, masked)
     return masked, labels
+
+
+@torch.no_grad()
+def mean_pool(model: nn.Module, seqs: list[list[int]], pad_id: int = 0, batch_size: int = 500) -> torch.Tensor:
+    """One vector per sentence (N, d_model): the mean of ``model.encode``'s last hidden states over
+    the sentence's real tokens ([CLS] and [SEP] included, padding left out)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        ids, attn = pad_batch(seqs[i:i + batch_size], pad_id)
+        h = model.encode(ids, attn)  # (B, T, d)
+        m = attn.unsqueeze(-1).float()  # (B, T, 1): 1 on real tokens, 0 on padding
+        out.append((h * m).sum(1) / m.sum(1))  # (B, d)
+    model.train(was_training)
+    return torch.cat(out)

@@ -35,7 +35,7 @@ class ClassifierOutput(NamedTuple):
 
 def _width(backbone: nn.Module) -> int:
     cfg = backbone.config
-    return getattr(cfg, "d_model", None) or cfg.n_embd
+    return getattr(cfg, "d_model", None) or cfg.d_model
 
 
 class SequenceClassifier(nn.Module):
@@ -88,3 +88,37 @@ class SequenceClassifier(nn.Module):
         logits = self.head(self.dropout(self.features(input_ids, attention_mask)))  # (B, n_classes)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return ClassifierOutput(logits, loss)
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN for ``size`` x ``size`` digits in [-1, 1] (8: scikit-learn's; 28: MNIST's): two 3x3
+    convolutions and a 2x2 max-pool (twice for 28x28), a 128-wide hidden layer (``features``: what the Fréchet
+    distance compares) and the 10 logits."""
+
+    def __init__(self, width: int = 32, hidden: int = 128, size: int = 8):
+        super().__init__()
+        self.size = size
+        layers = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+        if size > 16:
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        self.conv = nn.Sequential(*layers)
+        side = size // 4 if size > 16 else size // 2
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * side * side, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1:] != (1, self.size, self.size):
+            raise ValueError(f"expected digits of shape (B, 1, {self.size}, {self.size}), got {tuple(x.shape)}")
+        return self.hidden(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        was = self.training
+        self.eval()
+        out = self(x).argmax(-1)
+        self.train(was)
+        return out

@@ -1,6 +1,6 @@
 """A small CLIP (Radford et al., 2021) for captioned digits (notebook 14), built from the lab's parts.
 
-Two encoders map an image and a caption into the same ``embed_dim``-dimensional space, where a matching
+Two encoders map an image and a caption into the same ``projection_dim``-dimensional space, where a matching
 pair should point the same way:
 
 * the image encoder is a small CNN (``image_encoder="cnn"``) or a Vision Transformer: the image cut into
@@ -17,8 +17,8 @@ The loss is the symmetric InfoNCE: cross-entropy of each image against all capti
 the right answer) and of each caption against all images, averaged (``info_nce``)::
 
     model = CLIP(CLIPConfig(vocab_size=tok.vocab_size))
-    ids, pad = tok.encode_batch(captions)
-    out = model(images, ids, pad)        # CLIPOutput(logits_per_image (B, B), logits_per_text (B, B), loss)
+    ids, real = tok.encode_batch(captions)   # real: True at tokens, False at padding
+    out = model(images, ids, real)        # CLIPOutput(logits_per_image (B, B), logits_per_text (B, B), loss)
 
 Tested against Hugging Face ``transformers``' ``CLIPModel``: on the same encoder features and copied
 projection weights and scale it gives the same logits and loss (``tests/test_clip.py``).
@@ -42,7 +42,7 @@ __all__ = ["CLIPConfig", "CLIP", "CLIPOutput", "TextEncoder", "CNNImageEncoder",
 @dataclass
 class CLIPConfig:
     vocab_size: int = 32  # the caption tokenizer's (labkit.tokenizers.WordTokenizer)
-    max_len: int = 16  # longest caption, <bos> and <eos> included
+    context_length: int = 16  # longest caption, <bos> and <eos> included
     pad_id: int = 0  # WordTokenizer's ids of <pad> and <eos>
     eos_id: int = 2
     # the image encoder
@@ -59,7 +59,7 @@ class CLIPConfig:
     d_ff: int = 128
     dropout: float = 0.0
     # the joint space
-    embed_dim: int = 64
+    projection_dim: int = 64
     init_temperature: float = 0.07
 
 
@@ -85,24 +85,24 @@ class TextEncoder(nn.Module):
 
     def __init__(self, c: CLIPConfig):
         super().__init__()
-        self.pad_id, self.eos_id, self.max_len = c.pad_id, c.eos_id, c.max_len
+        self.pad_id, self.eos_id, self.context_length = c.pad_id, c.eos_id, c.context_length
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        self.pos_emb = nn.Embedding(c.max_len, c.d_model)
+        self.pos_emb = nn.Embedding(c.context_length, c.d_model)
         self.encoder = Encoder(c.n_layers, c.d_model, c.n_heads, c.d_ff, c.dropout, activation="gelu", norm_first=True)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.01)
 
-    def forward(self, ids: torch.Tensor, pad_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, ids: torch.Tensor, key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if ids.dim() != 2:
             raise ValueError(f"ids must be (B, T) token ids, got {tuple(ids.shape)}: use tokenizer.encode_batch")
         B, T = ids.shape
-        if T > self.max_len:
-            raise ValueError(f"captions of {T} tokens are longer than max_len={self.max_len}")
+        if T > self.context_length:
+            raise ValueError(f"captions of {T} tokens are longer than context_length={self.context_length}")
         is_eos = ids == self.eos_id
         if not bool(is_eos.any(1).all()):
             raise ValueError("every caption needs an <eos> token: encode captions with the WordTokenizer")
-        pad_mask = ids == self.pad_id if pad_mask is None else pad_mask
-        h = self.encoder(self.tok_emb(ids) + self.pos_emb(torch.arange(T, device=ids.device)), key_padding_mask=pad_mask)
+        key_mask = ids != self.pad_id if key_mask is None else key_mask  # True at real tokens
+        h = self.encoder(self.tok_emb(ids) + self.pos_emb(torch.arange(T, device=ids.device)), key_mask=key_mask)
         eos = is_eos.int().argmax(1)  # the first <eos> of each caption
         return h, h[torch.arange(B, device=ids.device), eos]
 
@@ -165,8 +165,8 @@ class CLIP(nn.Module):
             raise ValueError(f"image_encoder must be 'cnn' or 'vit', got {c.image_encoder!r}")
         self.image_encoder = encoders[c.image_encoder](c)
         self.text_encoder = TextEncoder(c)
-        self.image_proj = nn.Linear(self.image_encoder.out_dim, c.embed_dim, bias=False)
-        self.text_proj = nn.Linear(c.d_model, c.embed_dim, bias=False)
+        self.image_proj = nn.Linear(self.image_encoder.out_dim, c.projection_dim, bias=False)
+        self.text_proj = nn.Linear(c.d_model, c.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / c.init_temperature)))
 
     def _check_images(self, images: torch.Tensor) -> None:
@@ -176,20 +176,20 @@ class CLIP(nn.Module):
             raise ValueError(f"images must be (B, {', '.join(map(str, want))}), got {tuple(images.shape)}")
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Unit vectors (B, embed_dim) in the joint space."""
+        """Unit vectors (B, projection_dim) in the joint space."""
         self._check_images(images)
         return F.normalize(self.image_proj(self.image_encoder(images)), dim=-1)
 
-    def encode_text(self, ids: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit vectors (B, embed_dim) in the joint space."""
-        return F.normalize(self.text_proj(self.text_encoder(ids, pad_mask)[1]), dim=-1)
+    def encode_text(self, ids: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit vectors (B, projection_dim) in the joint space."""
+        return F.normalize(self.text_proj(self.text_encoder(ids, key_mask)[1]), dim=-1)
 
     def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """Scaled cosine similarities (B_images, B_texts) of unit vectors; the scale is capped at 100."""
         return self.logit_scale.clamp(max=math.log(100)).exp() * image_emb @ text_emb.t()
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, pad_mask: torch.Tensor | None = None) -> CLIPOutput:
-        logits = self.similarity(self.encode_image(images), self.encode_text(ids, pad_mask))
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, key_mask: torch.Tensor | None = None) -> CLIPOutput:
+        logits = self.similarity(self.encode_image(images), self.encode_text(ids, key_mask))
         loss = info_nce(logits) if logits.shape[0] == logits.shape[1] else None
         return CLIPOutput(logits, logits.t(), loss)
 

@@ -15,16 +15,13 @@ Generation keeps a **KV cache** (``KVCache``): the keys and values of the tokens
 buffer per layer, so each new token costs one position's work instead of the whole context's.
 ``model.generate(..., use_cache=True)`` (the default) gives the same tokens as ``use_cache=False``.
 
-``model(idx, targets)`` returns ``GPTOutput(logits, loss)``, a named tuple, so
-``logits, loss = model(x, y)`` and ``model(x, y).loss`` both work; ``model.encode(idx)``
-gives the last hidden states (after ``ln_f``), for heads of one's own.
+``model(idx, targets)`` returns ``GPTOutput(logits, loss, attentions)``, a named tuple (``model(x, y).loss``);
+``model.encode(idx)`` gives the last hidden states (after ``ln_f``), for heads of one's own.
 
-Attention weights for visualisation: ``labkit.attention.capture_attention(model)``
-(keys ``"transformer.h.0.attn"``, ...), or ``logits, loss, attn = model(idx,
-return_attn=True)``, built on it: ``attn`` is a list with one (B, n_head, T, T)
-tensor per layer (rows are queries, columns keys, each row sums to 1; taken
-before dropout). Asking for them uses the explicit path for that call, whatever
-``fused_attention`` says.
+Attention weights, as every labkit model gives them: ``model(idx, return_attention=True).attentions``, a list with
+one (B, n_heads, T, T) tensor per layer (rows are queries, columns keys, each row sums to 1; taken before dropout),
+built on ``labkit.attention.capture_attention(model)`` (keys ``"transformer.h.0.attn"``, ...). Asking for them uses
+the explicit path for that call, whatever ``fused_attention`` says.
 """
 
 from __future__ import annotations
@@ -37,10 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labkit.attention import capture_attention, is_capturing, record_attention
-from labkit.generate import KVCache, sample_next
-from labkit.layers import RotaryEmbedding, normal_init
-from labkit.optim import decay_groups
+from ..attention import capture_attention, is_capturing, record_attention
+from ..generate import KVCache, sample_next
+from ..layers import RotaryEmbedding, normal_init
+from ..optim import decay_groups
 
 __all__ = ["GPTConfig", "GPT", "GPTOutput", "KVCache", "CausalSelfAttention", "MLP", "Block", "Rotary", "ReLUSquared"]
 
@@ -48,10 +45,10 @@ __all__ = ["GPTConfig", "GPT", "GPTOutput", "KVCache", "CausalSelfAttention", "M
 @dataclass
 class GPTConfig:
     vocab_size: int = 50257  # number of token ids (GPT-2's BPE: 50257)
-    block_size: int = 1024  # longest context the model can attend over
-    n_layer: int = 12  # number of transformer blocks
-    n_head: int = 12  # attention heads per block
-    n_embd: int = 768  # width of the residual stream (d_model)
+    context_length: int = 1024  # longest context the model can attend over
+    n_layers: int = 12  # number of transformer blocks
+    n_heads: int = 12  # attention heads per block
+    d_model: int = 768  # width of the residual stream (d_model)
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2: True)
     pos_emb: str = "learned"  # "learned" absolute position table (GPT-2) or "rope" (rotary, in attention)
@@ -62,34 +59,35 @@ class GPTConfig:
     rope_base: float = 10000.0  # RoPE frequency base (only used when pos_emb == "rope")
 
     def __post_init__(self):
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.pos_emb not in ("learned", "rope"):
             raise ValueError(f"pos_emb must be 'learned' or 'rope', got {self.pos_emb!r}")
         if self.mlp not in ("gelu", "relu2", "none"):
             raise ValueError(f"mlp must be 'gelu', 'relu2' or 'none' (attention only), got {self.mlp!r}")
-        if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError("rotary positions need an even head size (n_embd // n_head)")
+        if self.pos_emb == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError("rotary positions need an even head size (d_model // n_heads)")
 
     @classmethod
     def tiny(cls, **overrides) -> "GPTConfig":
         """A seconds-on-CPU preset for tests: 2 layers, 2 heads, width 32, context 32."""
-        kw = dict(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)
+        kw = dict(vocab_size=64, context_length=32, n_layers=2, n_heads=2, d_model=32)
         kw.update(overrides)
         return cls(**kw)
 
 
 class GPTOutput(NamedTuple):
     logits: torch.Tensor  # (B, T, V) next-token scores
-    loss: torch.Tensor | None  # mean cross-entropy against ``targets`` (None without targets)
+    loss: torch.Tensor | None = None  # mean cross-entropy against ``targets`` (None without targets)
+    attentions: list | None = None  # per layer (B, n_heads, T, T), with return_attention=True
 
 
 class Rotary(RotaryEmbedding):
     """Rotary position embedding (RoPE, Su et al. 2021), "rotate half" layout as in GPT-NeoX/Llama:
-    ``labkit.layers.RotaryEmbedding`` with nanoGPT's argument names (head_size, block_size)."""
+    ``labkit.layers.RotaryEmbedding`` with nanoGPT's argument names (head_size, context_length)."""
 
-    def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
-        super().__init__(head_size, block_size, base)
+    def __init__(self, head_size: int, context_length: int, base: float = 10000.0):
+        super().__init__(head_size, context_length, base)
 
 
 class ReLUSquared(torch.autograd.Function):
@@ -113,23 +111,23 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.n_head = config.n_head
+        self.n_heads = config.n_heads
         self.fused = config.fused_attention
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        hs = config.n_embd // config.n_head
-        self.rotary = Rotary(hs, config.block_size, config.rope_base) if config.pos_emb == "rope" else None
-        mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
-        self.register_buffer("mask", mask.view(1, 1, config.block_size, config.block_size), persistent=False)
+        hs = config.d_model // config.n_heads
+        self.rotary = Rotary(hs, config.context_length, config.rope_base) if config.pos_emb == "rope" else None
+        mask = torch.tril(torch.ones(config.context_length, config.context_length, dtype=torch.bool))
+        self.register_buffer("mask", mask.view(1, 1, config.context_length, config.context_length), persistent=False)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x: torch.Tensor, need_weights: bool = False, cache: KVCache | None = None, layer: int = 0):
         """x (B, T, C) -> (output (B, T, C), attention weights or None). With ``cache``, x holds the tokens
         after the ``cache.length`` already cached, and their keys and values join the cache (layer ``layer``)."""
         B, T, C = x.size()
-        nh, hs = self.n_head, C // self.n_head
+        nh, hs = self.n_heads, C // self.n_heads
         offset = cache.length if cache is not None else 0  # absolute position of x's first token
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -141,7 +139,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(layer, k, v, offset)  # (B, nh, offset + T, hs): the past and the new
         S = k.size(-2)  # keys: offset + T
         att = None
-        if self.fused and not return_attn and not is_capturing(self):
+        if self.fused and not need_weights and not is_capturing(self):
             p = self.dropout if self.training else 0.0
             if offset == 0 or T == 1:  # a plain causal square, or one query that may see every key
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=offset == 0)
@@ -161,8 +159,8 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.kind = config.mlp
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,14 +175,14 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config)
         if config.mlp != "none":
-            self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+            self.ln_2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
             self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False, cache: KVCache | None = None, layer: int = 0):
-        a, att = self.attn(self.ln_1(x), return_attn, cache, layer)
+    def forward(self, x: torch.Tensor, need_weights: bool = False, cache: KVCache | None = None, layer: int = 0):
+        a, att = self.attn(self.ln_1(x), need_weights, cache, layer)
         x = x + a
         if hasattr(self, "mlp"):
             x = x + self.mlp(self.ln_2(x))
@@ -197,31 +195,31 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wte=nn.Embedding(config.vocab_size, config.d_model),
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layers)]),
+                ln_f=nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias),
             )
         )
         if config.pos_emb == "learned":
-            self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            self.transformer["wpe"] = nn.Embedding(config.context_length, config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix, two uses
         self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 n_layer)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 n_layers)
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
 
     _init_weights = staticmethod(normal_init)  # N(0, 0.02^2) weights, zero biases (labkit.layers.normal_init)
 
     def encode(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """idx (B, T) token ids -> the last hidden states (B, T, n_embd), after the final LayerNorm ``ln_f``.
+        """idx (B, T) token ids -> the last hidden states (B, T, d_model), after the final LayerNorm ``ln_f``.
         With ``cache`` (``new_cache()``), idx continues the cached tokens and joins them."""
         B, T = idx.size()
         offset = cache.length if cache is not None else 0
-        if offset + T > self.config.block_size:
-            raise ValueError(f"sequence length {offset + T} exceeds block_size {self.config.block_size}")
+        if offset + T > self.config.context_length:
+            raise ValueError(f"sequence length {offset + T} exceeds context_length {self.config.context_length}")
         x = self.transformer.wte(idx)  # (B, T, C)
         if self.config.pos_emb == "learned":
             x = x + self.transformer.wpe(torch.arange(offset, offset + T, device=idx.device))  # (B, T, C) + (T, C)
@@ -233,19 +231,19 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)  # (B, T, C)
 
     def new_cache(self) -> KVCache:
-        """An empty KV cache for this model (up to ``block_size`` positions)."""
-        return KVCache(self.config.n_layer, self.config.block_size)
+        """An empty KV cache for this model (up to ``context_length`` positions)."""
+        return KVCache(self.config.n_layers, self.config.context_length)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attn: bool = False,
-                cache: KVCache | None = None):
-        """idx (B, T) token ids -> ``GPTOutput(logits (B, T, V), loss or None)``; ``targets`` (B, T): -100 is
-        ignored. With ``return_attn``: the plain tuple (logits, loss, attn), attn a list of per-layer
-        attention weights (B, n_head, T, T) (``labkit.attention.capture_attention`` underneath). With
-        ``cache`` (a ``KVCache``), idx continues the cached tokens (see ``generate``)."""
-        if return_attn:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attention: bool = False,
+                cache: KVCache | None = None) -> GPTOutput:
+        """idx (B, T) token ids -> ``GPTOutput(logits (B, T, V), loss or None, attentions or None)``; ``targets``
+        (B, T): -100 is ignored. ``return_attention``: ``attentions`` holds each layer's weights (B, n_heads, T, T)
+        (``labkit.attention.capture_attention`` underneath). With ``cache`` (a ``KVCache``), idx continues the
+        cached tokens (see ``generate``)."""
+        if return_attention:
             with capture_attention(self) as attn:
-                logits, loss = self.forward(idx, targets, cache=cache)
-            return logits, loss, attn.layers()
+                out = self.forward(idx, targets, cache=cache)
+            return out._replace(attentions=attn.layers())
         logits = self.lm_head(self.encode(idx, cache))  # (B, T, V)
         loss = None
         if targets is not None:
@@ -266,19 +264,19 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T) -> (B, T + max_new_tokens).
 
-        Each step sees at most the last ``block_size`` tokens. With ``use_cache`` (the default) the keys
+        Each step sees at most the last ``context_length`` tokens. With ``use_cache`` (the default) the keys
         and values of the tokens read are kept (``KVCache``), so a step reads only the newest token;
-        once the text is longer than ``block_size`` the window slides, every position changes, and each
+        once the text is longer than ``context_length`` the window slides, every position changes, and each
         step recomputes its window as without the cache. The tokens are the same either way. Call
         ``model.eval()`` first if the model has dropout. ``top_k=1`` is greedy (argmax) decoding.
         """
         cache = self.new_cache() if use_cache else None
         for _ in range(max_new_tokens):
-            if cache is not None and idx.size(1) <= self.config.block_size:
+            if cache is not None and idx.size(1) <= self.config.context_length:
                 logits = self(idx[:, cache.length :], cache=cache).logits  # only the tokens not cached yet
             else:
                 cache = None  # the window slides: positions shift, the cache no longer applies
-                logits = self(idx[:, -self.config.block_size :]).logits  # (B, <=block_size, V)
+                logits = self(idx[:, -self.config.context_length :]).logits  # (B, <=context_length, V)
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat((idx, next_id), dim=1)  # (B, T+1)
         return idx
@@ -317,8 +315,8 @@ class GPT(nn.Module):
         if hc.n_inner not in (None, 4 * hc.n_embd) or getattr(hc, "scale_attn_by_inverse_layer_idx", False):
             raise ValueError("only the standard GPT-2 architecture can be copied")
         kw = dict(
-            vocab_size=hc.vocab_size, block_size=hc.n_positions, n_layer=hc.n_layer, n_head=hc.n_head,
-            n_embd=hc.n_embd, dropout=hc.resid_pdrop, bias=True, pos_emb="learned", mlp="gelu",
+            vocab_size=hc.vocab_size, context_length=hc.n_positions, n_layers=hc.n_layer, n_heads=hc.n_head,
+            d_model=hc.n_embd, dropout=hc.resid_pdrop, bias=True, pos_emb="learned", mlp="gelu",
             tie_weights=bool(getattr(hc, "tie_word_embeddings", True)), layer_norm_eps=hc.layer_norm_epsilon,
         )  # fmt: skip
         kw.update(overrides)

@@ -52,7 +52,7 @@ class Seq2SeqConfig:
     dropout: float = 0.1  # on embeddings, attention weights, sublayer outputs
     activation: str = "relu"
     norm_first: bool = True  # pre-norm (trains without a careful warmup); False: the paper's post-norm
-    max_len: int = 64  # longest source or target in tokens
+    context_length: int = 64  # longest source or target in tokens
     pad_id: int = 0  # padding, in both vocabularies
     bos_id: int = 1  # starts every decoder input
     eos_id: int = 2  # ends every target
@@ -89,7 +89,7 @@ class Seq2SeqTransformer(nn.Module):
         self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
         self.tgt_embed = self.src_embed if c.share_embeddings else nn.Embedding(
             c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
-        self.pos = SinusoidalPositionalEncoding(c.d_model, c.max_len, c.dropout)
+        self.pos = SinusoidalPositionalEncoding(c.d_model, c.context_length, c.dropout)
         self.encoder = Encoder(c.n_encoder_layers, c.d_model, c.n_heads, c.d_ff, c.dropout, c.activation,
                                c.norm_first)
         self.decoder = Decoder(c.n_decoder_layers, c.d_model, c.n_heads, c.d_ff, c.dropout, c.activation,
@@ -127,32 +127,33 @@ class Seq2SeqTransformer(nn.Module):
         if ids.dim() != 2 or ids.dtype != torch.long:
             raise ValueError(f"{what} must be a (B, T) tensor of token ids (torch.long), got "
                              f"{ids.dtype} {tuple(ids.shape)}")
-        if ids.size(1) > self.config.max_len:
-            raise ValueError(f"{what} has {ids.size(1)} tokens but the model takes at most max_len="
-                             f"{self.config.max_len}; shorten the input or build a model with a larger max_len")
+        if ids.size(1) > self.config.context_length:
+            raise ValueError(f"{what} has {ids.size(1)} tokens but the model takes at most context_length="
+                             f"{self.config.context_length}; shorten the input or build a model with a larger context_length")
         if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
             raise ValueError(f"{what} holds ids outside 0..{vocab_size - 1} (min {int(ids.min())}, max "
                              f"{int(ids.max())}): was it encoded with the other language's tokenizer?")
 
-    def padding_mask(self, ids: Tensor) -> Tensor:
-        """(B, T) bool, True at padding: the ``key_padding_mask`` the attention modules take."""
-        return ids.eq(self.config.pad_id)
+    def token_mask(self, ids: Tensor) -> Tensor:
+        """(B, T) bool, True at real tokens and False at padding: the key mask the attention modules take."""
+        return ids.ne(self.config.pad_id)
 
     def _embed(self, table: nn.Embedding, ids: Tensor) -> Tensor:
         return self.pos(table(ids) * math.sqrt(self.config.d_model))  # (B, T, d)
 
-    def encode(self, src: Tensor, src_padding_mask: Tensor | None = None) -> Tensor:
-        """src ids (B, S) -> memory (B, S, d_model). The padding mask defaults to ``src == pad_id``."""
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """src ids (B, S) -> memory (B, S, d_model). The source mask (True at real tokens) defaults to
+        ``src != pad_id``."""
         self._check_ids(src, self.config.src_vocab_size, "src")
-        mask = self.padding_mask(src) if src_padding_mask is None else src_padding_mask
-        return self.encoder(self._embed(self.src_embed, src), key_padding_mask=mask)
+        mask = self.token_mask(src) if src_mask is None else src_mask
+        return self.encoder(self._embed(self.src_embed, src), key_mask=mask)
 
-    def decode(self, tgt_in: Tensor, memory: Tensor, src_padding_mask: Tensor | None = None,
+    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor | None = None,
                last_only: bool = False) -> Tensor:
         """Decoder inputs (B, T) and memory (B, S, d) -> logits (B, T, V); ``last_only``: (B, 1, V) for
-        the last position only (decoding needs no more). ``src_padding_mask`` (B, S): True at source padding."""
+        the last position only (decoding needs no more). ``src_mask`` (B, S): True at the source's real tokens."""
         self._check_ids(tgt_in, self.config.tgt_vocab_size, "tgt_in")
-        h = self.decoder(self._embed(self.tgt_embed, tgt_in), memory, memory_key_padding_mask=src_padding_mask,
+        h = self.decoder(self._embed(self.tgt_embed, tgt_in), memory, memory_mask=src_mask,
                          is_causal=True)  # (B, T, d)
         if last_only:
             h = h[:, -1:]
@@ -160,7 +161,7 @@ class Seq2SeqTransformer(nn.Module):
 
     def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None) -> Seq2SeqOutput:
         """src (B, S), tgt_in (B, T) [and tgt_out (B, T)] -> Seq2SeqOutput(logits (B, T, V), loss)."""
-        src_mask = self.padding_mask(src)
+        src_mask = self.token_mask(src)
         logits = self.decode(tgt_in, self.encode(src, src_mask), src_mask)
         loss = None
         if tgt_out is not None:

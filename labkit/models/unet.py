@@ -46,7 +46,7 @@ class UNetConfig:
     dropout: float = 0.0
     groups: int = 8  # GroupNorm groups
     context_dim: int | None = None  # text-conditional: cross-attention to (B, T, context_dim) token features
-    attention_heads: int = 4  # heads of the cross-attention layers
+    n_heads: int = 4  # heads of the cross-attention layers
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -97,7 +97,7 @@ class CrossAttention(nn.Module):
         B, C, H, W = h.shape
         q = self.norm(h).flatten(2).transpose(1, 2)  # (B, H*W, C): one query per pixel
         kv = self.context_proj(context)  # (B, T, C): one key and value per caption token
-        out, _ = self.attn(q, kv, kv, key_padding_mask=context_mask)
+        out, _ = self.attn(q, kv, kv, key_mask=context_mask)
         return h + out.transpose(1, 2).reshape(B, C, H, W)
 
 
@@ -141,7 +141,7 @@ class UNet(nn.Module):
                                                                          nn.Conv2d(w, w, 3, padding=1)))
         if c.context_dim is not None:  # one cross-attention layer after each residual block
             def attn(block):
-                return CrossAttention(block.conv2.out_channels, c.context_dim, c.attention_heads, c.groups)
+                return CrossAttention(block.conv2.out_channels, c.context_dim, c.n_heads, c.groups)
             self.down_attn = nn.ModuleList(nn.ModuleList(attn(b) for b in blocks) for blocks in self.down)
             self.mid_attn = nn.ModuleList(attn(b) for b in self.mid)
             self.up_attn = nn.ModuleList(nn.ModuleList(attn(b) for b in blocks) for blocks in self.up)
@@ -154,7 +154,7 @@ class UNet(nn.Module):
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted noise in ``x`` (B, C, H, W) at timesteps ``t`` (B,), for ``labels`` (B,) (None, or
         ``null_class`` entries: unconditional) and, for a text-conditional UNet, the caption's token features
-        ``context`` (B, T, context_dim) with ``context_mask`` (B, T) True at padding."""
+        ``context`` (B, T, context_dim) with ``context_mask`` (B, T) True at real tokens, False at padding."""
         c = self.config
         if c.context_dim is None and context is not None:
             raise ValueError("this UNet has no cross-attention (context_dim=None): it takes no context")
@@ -217,7 +217,7 @@ class TextConditionedUNet(nn.Module):
     replaces a share of captions with it, so that one network learns the unconditional prediction as well,
     and ``labkit.diffusion.guided_noise`` asks for it through ``null_labels``.
 
-    ``text_encoder(ids, pad_mask)`` must return (token features (B, T, d), pooled (B, d)), as
+    ``text_encoder(ids, key_mask)`` must return (token features (B, T, d), pooled (B, d)), as
     ``labkit.models.clip.TextEncoder`` does; with ``freeze_text`` (the default, as Stable Diffusion keeps its
     CLIP text encoder) it is not trained and stays in eval mode."""
 
@@ -251,7 +251,7 @@ class TextConditionedUNet(nn.Module):
         ids = self.null_labels(batch_size=x.shape[0]).to(x.device) if labels is None else labels
         if ids.dim() != 2 or ids.shape[0] != x.shape[0]:
             raise ValueError(f"captions must be ({x.shape[0]}, T) token ids, got {tuple(ids.shape)}")
-        pad = ids == self.pad_id
+        real = ids != self.pad_id  # True at the caption's tokens, False at padding
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text):
-            tokens, _ = self.text_encoder(ids, pad)
-        return self.unet(x, t, context=tokens, context_mask=pad)
+            tokens, _ = self.text_encoder(ids, real)
+        return self.unet(x, t, context=tokens, context_mask=real)

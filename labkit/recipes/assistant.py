@@ -31,12 +31,13 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from .. import instruct
+from ..tasks import instructions
 from ..chat import ChatTemplate, length_grouped_batches, respond
 from ..train import History, TrainConfig, make_optimizer, train
+from . import Recipe
 
 __all__ = ["SFTRecipe", "SFT", "InstructionData", "instruction_data", "sft", "score", "TaskScores",
-           "sft_meta", "chat_of", "train_gpt_english_sft", "build_gpt_english_sft", "register"]
+           "sft_meta", "chat_of", "train_gpt_english_sft", "build_gpt_english_sft", "RECIPE"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class SFTRecipe:
     n_per_task: int = 3000  # training examples of a task of weight 1
     weights: dict = field(default_factory=lambda: {
         "repeat": 2.0, "reverse": 3.0, "count": 1.5, "first_word": 0.5, "last_word": 1.5, "spam": 1.5,
-        instruct.JUDGED_TASK: 1.0})  # fmt: skip
+        instructions.JUDGED_TASK: 1.0})  # fmt: skip
     max_words: int = 5  # sentences of 3 to max_words words
     max_sms_tokens: int = 72  # SMS messages of at most this many tokens
     n_sms_test: int = 1000  # messages held out for the tests
@@ -78,18 +79,18 @@ def instruction_data(tok, lm_data, recipe: SFTRecipe = SFT, sms: Sequence[tuple[
     sms = [(lab, t) for lab, t in sms if len(tok.encode(t)) <= recipe.max_sms_tokens]
     random.Random(recipe.seed).shuffle(sms)
     sms_test, sms_train = sms[: recipe.n_sms_test], sms[recipe.n_sms_test :]
-    tasks = instruct.TRAINED_TASKS + (instruct.JUDGED_TASK,)
+    tasks = instructions.TRAINED_TASKS + (instructions.JUDGED_TASK,)
     n = {t: int(recipe.n_per_task * recipe.weights.get(t, 1.0)) for t in tasks}
     kw = dict(max_words=recipe.max_words, max_sms_chars=10_000)
-    train_ex = instruct.build_examples(lm_data.train_text, sms_train, tasks, n, seed=recipe.seed + 1, **kw)
+    train_ex = instructions.build_examples(lm_data.train_text, sms_train, tasks, n, seed=recipe.seed + 1, **kw)
 
     def test(tasks, held_out_phrasing, seed):
-        return instruct.build_examples(lm_data.val_text, sms_test, tasks, recipe.n_test, seed=seed,
+        return instructions.build_examples(lm_data.val_text, sms_test, tasks, recipe.n_test, seed=seed,
                                        held_out_phrasing=held_out_phrasing, **kw)
 
-    return InstructionData(train_ex, test(instruct.TRAINED_TASKS, False, recipe.seed + 2),
-                           test(instruct.TRAINED_TASKS, True, recipe.seed + 3),
-                           test((instruct.HELD_OUT_TASK,), False, recipe.seed + 4), sms_train, sms_test)
+    return InstructionData(train_ex, test(instructions.TRAINED_TASKS, False, recipe.seed + 2),
+                           test(instructions.TRAINED_TASKS, True, recipe.seed + 3),
+                           test((instructions.HELD_OUT_TASK,), False, recipe.seed + 4), sms_train, sms_test)
 
 
 def sft(model: nn.Module, chat: ChatTemplate, examples: Sequence, recipe: SFTRecipe = SFT,
@@ -104,7 +105,7 @@ def sft(model: nn.Module, chat: ChatTemplate, examples: Sequence, recipe: SFTRec
     else:
         optimizer = torch.optim.AdamW(list(parameters), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     get_batch = length_grouped_batches(chat, [e.messages() for e in examples], recipe.batch_size,
-                                       model.config.block_size, seed=recipe.seed)
+                                       model.config.context_length, seed=recipe.seed)
     config = TrainConfig(max_steps=steps or recipe.steps, lr=lr, warmup_steps=recipe.warmup_steps,
                          min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, eval_every=0, log_every=50,
                          progress=progress, desc=desc)
@@ -130,7 +131,7 @@ def score(model: nn.Module, chat: ChatTemplate, tok, examples: Sequence, max_new
     model.train(was_training)
     hits: dict[str, list[bool]] = {}
     for e, a in zip(examples, answers):
-        hits.setdefault(e.task, []).append(instruct.exact_match(a, e.answer))
+        hits.setdefault(e.task, []).append(instructions.exact_match(a, e.answer))
     return TaskScores({t: sum(h) / len(h) for t, h in hits.items()}, answers)
 
 
@@ -149,24 +150,22 @@ def sft_meta(model: nn.Module, base_meta: dict, recipe: SFTRecipe = SFT, seconds
 
 def chat_of(meta: dict):
     """``(tokenizer, ChatTemplate)`` of a saved ``gpt-english-sft``."""
-    from .gpt_english import load_tokenizer
+    from .gpt_english import load_english_tokenizer
 
-    tok = load_tokenizer(meta)
+    tok = load_english_tokenizer(meta)
     return tok, ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
 
 
-def train_gpt_english_sft(recipe: SFTRecipe = SFT, progress: bool = True) -> tuple[nn.Module, dict]:
-    """Instruction-tune ``gpt-english`` (loaded from the zoo, trained first if it is not cached) as notebook 12
-    does: the chat markers added to the vocabulary, then ``sft`` on the instruction set."""
+def train_gpt_english_sft(base: nn.Module, recipe: SFTRecipe = SFT, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Instruction-tune ``base`` (the zoo's ``gpt-english``, which the zoo passes in) as notebook 12 does: the chat
+    markers added to the vocabulary, then ``sft`` on the instruction set."""
     import copy
     import time
 
-    from .. import zoo
     from ..chat import resize_token_embeddings
-    from .gpt_english import GPT_ENGLISH, english_lm_data, load_tokenizer
+    from .gpt_english import GPT_ENGLISH, english_lm_data, load_english_tokenizer
 
-    base = zoo.load("gpt-english")
-    tok = load_tokenizer(base.zoo_meta)
+    tok = load_english_tokenizer(base.zoo_meta)
     data = instruction_data(tok, english_lm_data(GPT_ENGLISH), recipe)
     chat = ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
     model = resize_token_embeddings(copy.deepcopy(base), chat.vocab_size)
@@ -182,13 +181,9 @@ def build_gpt_english_sft(meta: dict) -> nn.Module:
     return GPT(GPTConfig(**meta["config"]))
 
 
-def register() -> None:
-    """Register ``gpt-english-sft`` with ``labkit.zoo`` (safe to call more than once)."""
-    from .. import zoo
-
-    zoo.register(zoo.Recipe(
-        name="gpt-english-sft",
-        description="gpt-english instruction-tuned (full SFT, 2,000 steps) into notebook 12's assistant",
-        build=f"{__name__}:build_gpt_english_sft", train=f"{__name__}:train_gpt_english_sft",
-        version=1, minutes_cpu=2.5, needs=("gpt-english",),
-    ), overwrite=True)  # fmt: skip
+RECIPE = Recipe(
+    name="gpt-english-sft",
+    description="gpt-english instruction-tuned (full SFT, 2,000 steps) into notebook 12's assistant",
+    build=f"{__name__}:build_gpt_english_sft", train=f"{__name__}:train_gpt_english_sft",
+    version=2, minutes_cpu=2.5, needs=("gpt-english",),
+)  # fmt: skip

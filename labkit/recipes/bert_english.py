@@ -10,7 +10,7 @@ special tokens is trained on the training sentences, every sentence becomes
     recipe = BERT_ENGLISH
     data = mlm_data(recipe)                       # tokenizer, train and val sentences as id lists
     model, meta = train_bert_english(recipe)      # what ``zoo.load("bert-english")`` runs once
-    tok = load_tokenizer(meta)
+    tok = load_bert_tokenizer(meta)
 
 The loss is computed on the masked positions only (``labkit.models.bert.mlm_loss``:
 the output layer runs on the ~15% of positions that have a label, which is most of
@@ -32,16 +32,18 @@ from typing import NamedTuple
 import torch
 
 from ..data import length_grouped_batches, masked_batch, pad_batch, special_tokens_mask
-from ..evaluate import evaluate_mlm, mean_pool, unigram_baseline
+from ..metrics import evaluate_mlm, unigram_baseline
+from ..models.bert import mean_pool
 from ..models.bert import BERT, BERTConfig, mlm_loss
 from ..optim import MuonAdamW, decay_groups, split_params
 from ..tokenizers import BERT_SPECIAL_TOKENS, BPETokenizer
 from ..train import TrainConfig, make_optimizer, train
+from . import Recipe
 
 __all__ = ["BERTRecipe", "BERT_ENGLISH", "MLMData", "english_sentences", "split_sentences", "encode_sentences",
            "pad_batch", "special_tokens_mask", "masked_batch", "length_grouped_batches", "mlm_data", "mlm_loss",
-           "evaluate_mlm", "unigram_baseline", "mean_pool", "bert_config", "build_optimizer", "train_config",
-           "build_bert_english", "load_tokenizer", "train_bert_english", "register"]
+           "evaluate_mlm", "unigram_baseline", "mean_pool", "bert_config", "bert_optimizer", "bert_train_config",
+           "build_bert_english", "load_bert_tokenizer", "train_bert_english", "RECIPE"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,11 @@ class BERTRecipe:
 
     # the data and tokenizer
     vocab_size: int = 3000  # byte-level BPE vocabulary, special tokens included
-    max_len: int = 32  # longest input in tokens, [CLS] and [SEP] included (longer sentences are cut)
+    context_length: int = 32  # longest input in tokens, [CLS] and [SEP] included (longer sentences are cut)
     n_val: int = 3000  # held-out sentences (never trained on)
     # the model (see BERTConfig)
-    n_layer: int = 3  # 3 blocks beat 4 in the same CPU time (40% vs 37% held-out accuracy)
-    n_head: int = 4
+    n_layers: int = 3  # 3 blocks beat 4 in the same CPU time (40% vs 37% held-out accuracy)
+    n_heads: int = 4
     d_model: int = 128
     d_ff: int = 512
     dropout: float = 0.0  # no dropout: three passes over 95k sentences do not overfit a model this small
@@ -93,10 +95,10 @@ def split_sentences(sentences: list[str], n_val: int, seed: int = 0) -> tuple[li
     return order[n_val:], order[:n_val]
 
 
-def encode_sentences(tok: BPETokenizer, sentences: list[str], max_len: int) -> list[list[int]]:
-    """``[CLS] ids [SEP]`` for each sentence, cut to ``max_len`` tokens in all."""
+def encode_sentences(tok: BPETokenizer, sentences: list[str], context_length: int) -> list[list[int]]:
+    """``[CLS] ids [SEP]`` for each sentence, cut to ``context_length`` tokens in all."""
     cls_id, sep_id = tok.special_ids["[CLS]"], tok.special_ids["[SEP]"]
-    return [[cls_id] + ids[: max_len - 2] + [sep_id] for ids in tok.encode_batch(sentences)]
+    return [[cls_id] + ids[: context_length - 2] + [sep_id] for ids in tok.encode_batch(sentences)]
 
 
 class MLMData(NamedTuple):
@@ -113,14 +115,14 @@ def mlm_data(recipe: BERTRecipe = BERT_ENGLISH) -> MLMData:
     The result is cached per recipe (one tokenizer training per session): treat it as read-only."""
     train_text, val_text = split_sentences(english_sentences(), recipe.n_val, recipe.seed)
     tok = BPETokenizer.train(train_text, recipe.vocab_size, special_tokens=BERT_SPECIAL_TOKENS)
-    return MLMData(tok, encode_sentences(tok, train_text, recipe.max_len),
-                   encode_sentences(tok, val_text, recipe.max_len), train_text, val_text)
+    return MLMData(tok, encode_sentences(tok, train_text, recipe.context_length),
+                   encode_sentences(tok, val_text, recipe.context_length), train_text, val_text)
 
 
 def bert_config(recipe: BERTRecipe, vocab_size: int) -> BERTConfig:
     """The BERTConfig that ``recipe`` describes."""
-    return BERTConfig(vocab_size=vocab_size, max_position=recipe.max_len, n_layer=recipe.n_layer,
-                      n_head=recipe.n_head, d_model=recipe.d_model, d_ff=recipe.d_ff, dropout=recipe.dropout)
+    return BERTConfig(vocab_size=vocab_size, context_length=recipe.context_length, n_layers=recipe.n_layers,
+                      n_heads=recipe.n_heads, d_model=recipe.d_model, d_ff=recipe.d_ff, dropout=recipe.dropout)
 
 
 def build_bert_english(meta: dict) -> BERT:
@@ -128,14 +130,14 @@ def build_bert_english(meta: dict) -> BERT:
     return BERT(BERTConfig(**meta["config"]))
 
 
-def load_tokenizer(meta: dict) -> BPETokenizer:
+def load_bert_tokenizer(meta: dict) -> BPETokenizer:
     """The tokenizer saved in ``meta["tokenizer"]`` (a Hugging Face tokenizer.json string)."""
     from tokenizers import Tokenizer
 
     return BPETokenizer(Tokenizer.from_str(meta["tokenizer"]))
 
 
-def build_optimizer(model: BERT, recipe: BERTRecipe) -> torch.optim.Optimizer:
+def bert_optimizer(model: BERT, recipe: BERTRecipe) -> torch.optim.Optimizer:
     """AdamW (decaying matrices and embeddings, not biases or norm gains), or with
     ``optimizer="muon"`` Muon on the encoder blocks' weight matrices and AdamW on the rest."""
     if recipe.optimizer == "adamw":
@@ -148,7 +150,7 @@ def build_optimizer(model: BERT, recipe: BERTRecipe) -> torch.optim.Optimizer:
                      betas=recipe.betas)
 
 
-def train_config(recipe: BERTRecipe, progress: bool = True) -> TrainConfig:
+def bert_train_config(recipe: BERTRecipe, progress: bool = True) -> TrainConfig:
     """The ``labkit.train.TrainConfig`` that ``recipe`` describes (steps, schedule, clipping, evaluations)."""
     return TrainConfig(max_steps=recipe.steps, lr=recipe.lr, min_lr_ratio=recipe.min_lr_ratio,
                        warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay,
@@ -178,8 +180,8 @@ def train_bert_english(recipe: BERTRecipe = BERT_ENGLISH, progress: bool = True)
         r = evaluate_mlm(model, eval_subset, tok, recipe.mlm_probability)
         return {"val_loss": r["mlm_loss"], "val_accuracy": r["mlm_accuracy"]}
 
-    history = train(model, get_batch, train_config(recipe, progress), eval_fn=eval_fn, loss_fn=loss_fn,
-                    optimizer=build_optimizer(model, recipe))
+    history = train(model, get_batch, bert_train_config(recipe, progress), eval_fn=eval_fn, loss_fn=loss_fn,
+                    optimizer=bert_optimizer(model, recipe))
     final = evaluate_mlm(model, data.val, tok, recipe.mlm_probability)
     baseline = unigram_baseline(data.train, data.val, tok, recipe.mlm_probability)
     recipe_dict = asdict(recipe)
@@ -198,14 +200,10 @@ def train_bert_english(recipe: BERTRecipe = BERT_ENGLISH, progress: bool = True)
     return model.eval(), meta
 
 
-def register() -> None:
-    """Register ``bert-english`` with ``labkit.zoo`` (safe to call more than once)."""
-    from .. import zoo
-
-    zoo.register(zoo.Recipe(
-        name="bert-english",
-        description="small BERT (3 layers, 128 wide, 3000-token byte-level BPE) pretrained by masked "
-                    "language modelling on the English sentences of the Tatoeba English-French pairs",
-        build=f"{__name__}:build_bert_english", train=f"{__name__}:train_bert_english",
-        version=1, minutes_cpu=2.5,
-    ), overwrite=True)  # fmt: skip
+RECIPE = Recipe(
+    name="bert-english",
+    description="small BERT (3 layers, 128 wide, 3000-token byte-level BPE) pretrained by masked "
+                "language modelling on the English sentences of the Tatoeba English-French pairs",
+    build=f"{__name__}:build_bert_english", train=f"{__name__}:train_bert_english",
+    version=2, minutes_cpu=2.5,
+)  # fmt: skip

@@ -22,16 +22,16 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import torch
-from torch import nn
 
-from ..data import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES, CaptionedDigits, captioned_digits, make_caption, make_captions
+from ..tasks.captions import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES, CaptionedDigits, captioned_digits, make_caption, make_captions
 from ..models.clip import CLIP, CLIPConfig
 from ..tokenizers import WordTokenizer
 from ..train import TrainConfig, train
+from . import Recipe
 
 __all__ = ["CLIPDigitsRecipe", "CLIP_DIGITS", "captioned_data", "tokenizer", "clip_config", "CaptionBatches",
            "ZERO_SHOT_TEMPLATE", "zero_shot_prompts", "zero_shot_predict", "train_clip_digits", "build_clip_digits",
-           "register"]
+           "RECIPE"]
 
 ZERO_SHOT_TEMPLATE = HELD_OUT_TEMPLATES[0]  # "a photo of the digit seven": a template never trained on
 
@@ -53,7 +53,7 @@ class CLIPDigitsRecipe:
     n_layers: int = 2
     n_heads: int = 4
     d_ff: int = 128
-    embed_dim: int = 64
+    projection_dim: int = 64
     init_temperature: float = 0.07
     # the optimisation
     steps: int = 600
@@ -83,10 +83,10 @@ def tokenizer(meta: dict | None = None) -> WordTokenizer:
 
 def clip_config(recipe: CLIPDigitsRecipe, tok: WordTokenizer, image_size: int) -> CLIPConfig:
     r = recipe
-    return CLIPConfig(vocab_size=tok.vocab_size, max_len=16, pad_id=tok.pad_id, eos_id=tok.eos_id,
+    return CLIPConfig(vocab_size=tok.vocab_size, context_length=16, pad_id=tok.pad_id, eos_id=tok.eos_id,
                       image_size=image_size, image_encoder=r.image_encoder, image_width=r.image_width,
                       patch_size=r.patch_size, vit_layers=r.vit_layers, d_model=r.d_model, n_layers=r.n_layers,
-                      n_heads=r.n_heads, d_ff=r.d_ff, embed_dim=r.embed_dim, init_temperature=r.init_temperature)
+                      n_heads=r.n_heads, d_ff=r.d_ff, projection_dim=r.projection_dim, init_temperature=r.init_temperature)
 
 
 class CaptionBatches:
@@ -106,8 +106,8 @@ class CaptionBatches:
 
     def __call__(self, step: int):
         idx, captions, _ = self.captions(step)
-        ids, pad = self.tok.encode_batch(captions)
-        return self.split.images[idx], ids, pad
+        ids, real = self.tok.encode_batch(captions)  # real: True at the captions' tokens
+        return self.split.images[idx], ids, real
 
 
 def zero_shot_prompts(tok: WordTokenizer, template: str = ZERO_SHOT_TEMPLATE, words: dict | None = None):
@@ -118,8 +118,8 @@ def zero_shot_prompts(tok: WordTokenizer, template: str = ZERO_SHOT_TEMPLATE, wo
 @torch.no_grad()
 def zero_shot_predict(model: CLIP, tok: WordTokenizer, images: torch.Tensor, template: str = ZERO_SHOT_TEMPLATE) -> torch.Tensor:
     """Zero-shot classification: for each image, the digit whose prompt is the most similar caption."""
-    ids, pad = zero_shot_prompts(tok, template)
-    return (model.encode_image(images) @ model.encode_text(ids, pad).t()).argmax(1)
+    ids, real = zero_shot_prompts(tok, template)
+    return (model.encode_image(images) @ model.encode_text(ids, real).t()).argmax(1)
 
 
 def train_clip_digits(recipe: CLIPDigitsRecipe = CLIP_DIGITS, progress: bool = True, desc: str = "clip-digits") -> tuple[CLIP, dict]:
@@ -147,14 +147,10 @@ def build_clip_digits(meta: dict) -> CLIP:
     return CLIP(CLIPConfig(**meta["config"]))
 
 
-def register() -> None:
-    """Register ``clip-digits`` with ``labkit.zoo`` (safe to call more than once)."""
-    from .. import zoo
-
-    zoo.register(zoo.Recipe(
-        name="clip-digits",
-        description="a small CLIP (CNN image encoder, 2-layer transformer text encoder, 64-d joint space) trained "
-                    "contrastively on scikit-learn's 8x8 digits with captions of their measured attributes",
-        build=f"{__name__}:build_clip_digits", train=f"{__name__}:train_clip_digits",
-        version=1, minutes_cpu=1,
-    ), overwrite=True)  # fmt: skip
+RECIPE = Recipe(
+    name="clip-digits",
+    description="a small CLIP (CNN image encoder, 2-layer transformer text encoder, 64-d joint space) trained "
+                "contrastively on scikit-learn's 8x8 digits with captions of their measured attributes",
+    build=f"{__name__}:build_clip_digits", train=f"{__name__}:train_clip_digits",
+    version=2, minutes_cpu=1,
+)  # fmt: skip

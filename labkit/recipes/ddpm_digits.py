@@ -10,13 +10,13 @@ prediction that classifier-free guidance needs. The weights kept are an exponent
 trained ones (``torch.optim.swa_utils``' EMA), which samples markedly better after a short run::
 
     recipe = DDPM_DIGITS
-    data = digits_data(recipe)                  # train/held-out images in [-1, 1] and labels
+    data = digits_data()                        # train/held-out images in [-1, 1] and labels
     model, meta = train_ddpm_digits(recipe)     # what ``zoo.load("ddpm-digits")`` runs once
     scheduler = make_scheduler(meta, "ddim").set_timesteps(50)
     images = sample(model, scheduler, (10, 1, 8, 8), labels=torch.arange(10))
 
-``train_digit_classifier`` trains the small CNN that judges samples (its penultimate layer gives the
-features of the Fréchet distance, ``labkit.evaluate.frechet_distance``).
+The data (``labkit.tasks.digits``), the DDPM loss and the EMA (``labkit.diffusion``, ``labkit.optim``) and the digit
+classifier that judges samples (``labkit.models.classify.DigitClassifier``) are shared with notebook 14's models.
 
 Why these settings (a 2-core CPU, at most 60 s of training): 24 channels at 8x8 and 48 at 4x4 (0.39M
 parameters) train ~6 steps a second on a 2-core AMD EPYC, so 330 steps; the EMA (decay 0.995, warmed up)
@@ -28,21 +28,18 @@ requested and a Fréchet distance of 215, against 97% and 57 without; measured 2
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..data import load_digits
-from ..diffusion import DDIMScheduler, DDPMScheduler
+from ..diffusion import DDIMScheduler, DDPMScheduler, denoising_val_loss, diffusion_loss
 from ..models.unet import UNet, UNetConfig
+from ..optim import ema_of
+from ..tasks.digits import DigitsData, digits_data
 from ..train import TrainConfig, train
+from . import Recipe
 
-__all__ = ["DigitsDiffusionRecipe", "DDPM_DIGITS", "DigitsData", "digits_data", "unet_config", "make_scheduler",
-           "diffusion_loss", "DigitBatches", "ema_of", "denoising_val_loss", "train_ddpm_digits",
-           "build_ddpm_digits", "DigitClassifier", "train_digit_classifier", "to_pixels", "register"]
+__all__ = ["DigitsDiffusionRecipe", "DDPM_DIGITS", "unet_config", "make_scheduler", "DigitBatches",
+           "train_ddpm_digits", "build_ddpm_digits", "RECIPE"]
 
 
 @dataclass(frozen=True)
@@ -78,31 +75,6 @@ class DigitsDiffusionRecipe:
 DDPM_DIGITS = DigitsDiffusionRecipe()
 
 
-class DigitsData(NamedTuple):
-    train_x: torch.Tensor  # (N, 1, 8, 8) in [-1, 1]
-    train_y: torch.Tensor  # (N,) 0..9
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-
-
-@lru_cache(maxsize=4)
-def digits_data(n_val: int = 300, seed: int = 0) -> DigitsData:
-    """The digits in [-1, 1] as (N, 1, 8, 8), ``n_val`` of them held out by a seeded permutation.
-    Cached: treat the tensors as read-only."""
-    images, labels = load_digits()
-    if not 0 < n_val < len(images):
-        raise ValueError(f"n_val must be between 1 and {len(images) - 1}, got {n_val}")
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    x = images[order, None] * 2 - 1
-    y = labels[order]
-    return DigitsData(x[n_val:], y[n_val:], x[:n_val], y[:n_val])
-
-
-def to_pixels(x: torch.Tensor) -> torch.Tensor:
-    """Model space [-1, 1] back to pixel intensities [0, 1] (clamped)."""
-    return ((x + 1) / 2).clamp(0, 1)
-
-
 def unet_config(recipe: DigitsDiffusionRecipe = DDPM_DIGITS) -> UNetConfig:
     return UNetConfig(in_channels=1, base_channels=recipe.base_channels, channel_mults=tuple(recipe.channel_mults),
                       num_res_blocks=recipe.num_res_blocks, time_dim=recipe.time_dim, num_classes=10)
@@ -116,14 +88,6 @@ def make_scheduler(recipe: DigitsDiffusionRecipe | dict = DDPM_DIGITS, kind: str
     if cls is None:
         raise ValueError(f"kind must be 'ddpm' or 'ddim', got {kind!r}")
     return cls(r["num_train_timesteps"], r["beta_start"], r["beta_end"], r["beta_schedule"], clip_sample=r["clip_sample"])
-
-
-def diffusion_loss(model: nn.Module, scheduler, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   labels: torch.Tensor | None = None) -> torch.Tensor:
-    """The DDPM objective (Ho et al.'s "simple" loss): noise ``x0`` to ``t`` and score the network's guess of
-    the noise, ``mean((eps_theta(x_t, t, label) - noise)^2)``."""
-    x_t = scheduler.add_noise(x0, noise, t)
-    return F.mse_loss(model(x_t, t, labels), noise)
 
 
 class DigitBatches:
@@ -143,38 +107,6 @@ class DigitBatches:
         drop = torch.rand(r.batch_size, generator=g) < r.label_dropout
         labels = torch.where(drop, torch.full_like(self.y[idx], self.null_class), self.y[idx])
         return self.x[idx], t, noise, labels
-
-
-def ema_of(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    """An exponential moving average of ``model``'s weights (``ema.update_parameters(model)`` after each step;
-    ``ema.module`` is the averaged network), with the decay warmed up as diffusers' ``EMAModel`` does:
-    min(decay, (1 + n) / (10 + n)) at the n-th update. Without the warm-up, the average of a short run keeps a
-    share decay^steps of the initial weights (0.995^330: 19%), whose output layer predicts no noise: the EMA
-    network then predicts noise ~20% too small at the highest noise levels, and DDIM, which divides by
-    sqrt(abar_t) there, blows its samples up to +-70."""
-    from torch.optim.swa_utils import AveragedModel
-
-    if not 0 < decay < 1:
-        raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
-
-    def update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1 + int(n)) / (10 + int(n)))
-        return averaged * d + current * (1 - d)
-
-    return AveragedModel(model, avg_fn=update, use_buffers=True)
-
-
-@torch.no_grad()
-def denoising_val_loss(model: nn.Module, scheduler, x: torch.Tensor, y: torch.Tensor | None = None,
-                       repeats: int = 4, seed: int = 0) -> float:
-    """The DDPM loss on held-out images, at timesteps and noise fixed by ``seed`` (comparable across runs)."""
-    g = torch.Generator().manual_seed(seed)
-    total = 0.0
-    for _ in range(repeats):
-        t = torch.randint(scheduler.num_train_timesteps, (len(x),), generator=g)
-        noise = torch.randn(x.shape, generator=g)
-        total += diffusion_loss(model, scheduler, x, t, noise, y).item()
-    return total / repeats
 
 
 def train_ddpm_digits(recipe: DigitsDiffusionRecipe = DDPM_DIGITS, progress: bool = True,
@@ -218,74 +150,10 @@ def build_ddpm_digits(meta: dict) -> UNet:
     return UNet(UNetConfig(**config))
 
 
-# --- the judge: a small digit classifier ---------------------------------------------------------------------
-
-
-class DigitClassifier(nn.Module):
-    """A small CNN for ``size`` x ``size`` digits in [-1, 1] (8: scikit-learn's; 28: MNIST's): two 3x3
-    convolutions and a 2x2 max-pool (twice for 28x28), a 128-wide hidden layer (``features``: what the Fréchet
-    distance compares) and the 10 logits."""
-
-    def __init__(self, width: int = 32, hidden: int = 128, size: int = 8):
-        super().__init__()
-        self.size = size
-        layers = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
-        if size > 16:
-            layers.append(nn.MaxPool2d(2))
-        layers += [nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-        self.conv = nn.Sequential(*layers)
-        side = size // 4 if size > 16 else size // 2
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * side * side, hidden), nn.ReLU())
-        self.head = nn.Linear(hidden, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1:] != (1, self.size, self.size):
-            raise ValueError(f"expected digits of shape (B, 1, {self.size}, {self.size}), got {tuple(x.shape)}")
-        return self.hidden(self.conv(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        was = self.training
-        self.eval()
-        out = self(x).argmax(-1)
-        self.train(was)
-        return out
-
-
-def train_digit_classifier(data: DigitsData | None = None, steps: int = 400, batch_size: int = 128,
-                           lr: float = 2e-3, seed: int = 0) -> tuple[DigitClassifier, float]:
-    """Train the judge on ``data``'s training digits (8x8 by default; any square size works), each batch shifted
-    by up to one pixel so that it reads digits that sit a little off-centre; returns it (eval mode) and its
-    accuracy on ``data``'s held-out digits."""
-    data = data or digits_data()
-    torch.manual_seed(seed)
-    clf = DigitClassifier(size=data.train_x.shape[-1])
-    opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(len(data.train_x), (batch_size,), generator=g)
-        dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
-        x = torch.roll(F.pad(data.train_x[idx], (1, 1, 1, 1), value=-1.0), (dy, dx), dims=(2, 3))[:, :, 1:-1, 1:-1]
-        loss = F.cross_entropy(clf(x), data.train_y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    clf.eval()
-    accuracy = (clf.predict(data.val_x) == data.val_y).float().mean().item()
-    return clf, accuracy
-
-
-def register() -> None:
-    """Register ``ddpm-digits`` with ``labkit.zoo`` (safe to call more than once)."""
-    from .. import zoo
-
-    zoo.register(zoo.Recipe(
-        name="ddpm-digits",
-        description="class-conditional UNet (0.39M parameters, 8x8 and 4x4, null class for classifier-free "
-                    "guidance) trained as a DDPM noise predictor on scikit-learn's 8x8 digits",
-        build=f"{__name__}:build_ddpm_digits", train=f"{__name__}:train_ddpm_digits",
-        version=1, minutes_cpu=1,
-    ), overwrite=True)  # fmt: skip
+RECIPE = Recipe(
+    name="ddpm-digits",
+    description="class-conditional UNet (0.39M parameters, 8x8 and 4x4, null class for classifier-free "
+                "guidance) trained as a DDPM noise predictor on scikit-learn's 8x8 digits",
+    build=f"{__name__}:build_ddpm_digits", train=f"{__name__}:train_ddpm_digits",
+    version=2, minutes_cpu=1,
+)  # fmt: skip

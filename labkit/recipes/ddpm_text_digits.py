@@ -7,7 +7,7 @@ DDPM loss on the captioned training digits, each batch with freshly drawn captio
 share of them replaced by the null caption (the empty text) so that classifier-free guidance has its
 unconditional prediction. The weights kept are an EMA, as for ``ddpm-digits``::
 
-    model, meta = train_ddpm_text_digits()      # what zoo.load("ddpm-text-digits") runs (loads clip-digits)
+    model, meta = train_ddpm_text_digits(zoo.load("clip-digits"))   # what zoo.load("ddpm-text-digits") runs
     tok = clip_digits.tokenizer(meta)
     ids, _ = tok.encode_batch(["a thick seven"] * 16)
     images = sample(model, make_scheduler(meta, "ddim").set_timesteps(50), (16, 1, 8, 8), labels=ids,
@@ -25,16 +25,17 @@ import copy
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
-from ..models.clip import CLIPConfig, TextEncoder
+from ..diffusion import diffusion_loss
+from ..models.clip import CLIP, CLIPConfig, TextEncoder
 from ..models.unet import TextConditionedUNet, UNet, UNetConfig
+from ..optim import ema_of
 from ..train import TrainConfig, train
-from . import clip_digits
-from .ddpm_digits import diffusion_loss, ema_of, make_scheduler
+from . import Recipe, clip_digits
+from .ddpm_digits import make_scheduler
 
 __all__ = ["TextDiffusionRecipe", "DDPM_TEXT_DIGITS", "TextDigitBatches", "train_ddpm_text_digits",
-           "build_ddpm_text_digits", "register"]
+           "build_ddpm_text_digits", "RECIPE"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class TextDiffusionRecipe:
     channel_mults: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
     time_dim: int = 128
-    attention_heads: int = 4
+    n_heads: int = 4
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     beta_start: float = 1e-4
@@ -89,17 +90,13 @@ class TextDigitBatches:
 def _unet_config(recipe: TextDiffusionRecipe, context_dim: int) -> UNetConfig:
     return UNetConfig(in_channels=1, base_channels=recipe.base_channels, channel_mults=tuple(recipe.channel_mults),
                       num_res_blocks=recipe.num_res_blocks, time_dim=recipe.time_dim, context_dim=context_dim,
-                      attention_heads=recipe.attention_heads)
+                      n_heads=recipe.n_heads)
 
 
-def train_ddpm_text_digits(recipe: TextDiffusionRecipe = DDPM_TEXT_DIGITS, progress: bool = True,
-                           desc: str = "ddpm-text-digits", clip=None) -> tuple[TextConditionedUNet, dict]:
-    """Train ``ddpm-text-digits`` on ``clip``'s text encoder (default: the zoo's ``clip-digits``, trained first
-    if it is not cached); returns the EMA model (eval mode) and ``meta``."""
-    if clip is None:
-        from .. import zoo
-
-        clip = zoo.load("clip-digits")
+def train_ddpm_text_digits(clip: CLIP, recipe: TextDiffusionRecipe = DDPM_TEXT_DIGITS, progress: bool = True,
+                           desc: str = "ddpm-text-digits") -> tuple[TextConditionedUNet, dict]:
+    """Train ``ddpm-text-digits`` on the frozen text encoder of ``clip`` (the zoo's ``clip-digits``, which the zoo
+    passes in); returns the EMA model (eval mode) and ``meta``."""
     meta_clip = getattr(clip, "zoo_meta", None)
     tok = clip_digits.tokenizer(meta_clip)
     text_encoder = copy.deepcopy(clip.text_encoder)
@@ -135,14 +132,10 @@ def build_ddpm_text_digits(meta: dict) -> TextConditionedUNet:
                                tok.pad_id, tok.bos_id, tok.eos_id)
 
 
-def register() -> None:
-    """Register ``ddpm-text-digits`` with ``labkit.zoo`` (safe to call more than once)."""
-    from .. import zoo
-
-    zoo.register(zoo.Recipe(
-        name="ddpm-text-digits",
-        description="a caption-conditioned UNet (notebook 13's, with cross-attention to clip-digits' frozen text "
-                    "encoder; the empty caption for classifier-free guidance) trained on 8x8 digits",
-        build=f"{__name__}:build_ddpm_text_digits", train=f"{__name__}:train_ddpm_text_digits",
-        version=1, minutes_cpu=2, needs=("clip-digits",),
-    ), overwrite=True)  # fmt: skip
+RECIPE = Recipe(
+    name="ddpm-text-digits",
+    description="a caption-conditioned UNet (notebook 13's, with cross-attention to clip-digits' frozen text "
+                "encoder; the empty caption for classifier-free guidance) trained on 8x8 digits",
+    build=f"{__name__}:build_ddpm_text_digits", train=f"{__name__}:train_ddpm_text_digits",
+    version=2, minutes_cpu=2, needs=("clip-digits",),
+)  # fmt: skip

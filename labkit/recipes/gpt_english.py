@@ -11,7 +11,7 @@ OpenWebText, with the lab's CPU recipe (rotary positions, ReLU^2, zero-initialis
     recipe = GPT_ENGLISH
     data = english_lm_data(recipe)            # tokenizer, the train/val streams and sentences
     model, meta = train_gpt_english(recipe)   # what ``zoo.load("gpt-english")`` runs once
-    tok = load_tokenizer(meta)
+    tok = load_english_tokenizer(meta)
 
 Why a new model rather than ``gpt-shakespeare``: notebook 12 teaches it to follow instructions about real
 sentences (repeat, reverse, count their words, ...). That needs a vocabulary of words rather than
@@ -39,11 +39,12 @@ import torch
 
 from ..models.gpt import GPT, GPTConfig
 from ..tokenizers import BPETokenizer
+from . import Recipe
 from .bert_english import english_sentences, split_sentences
-from .gpt_shakespeare import LMRecipe, build_model, evaluate_lm, train_lm
+from .gpt_shakespeare import LMRecipe, build_lm, evaluate_lm, train_lm
 
 __all__ = ["EnglishLMRecipe", "GPT_ENGLISH", "EnglishLMData", "english_lm_data", "build_gpt_english",
-           "load_tokenizer", "train_gpt_english", "register"]
+           "load_english_tokenizer", "train_gpt_english", "RECIPE"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class EnglishLMRecipe(LMRecipe):
 
 
 GPT_ENGLISH = EnglishLMRecipe(
-    n_layer=4, n_head=4, n_embd=128, block_size=128,
+    n_layers=4, n_heads=4, d_model=128, context_length=128,
     pos_emb="rope", mlp="relu2", tie_weights=False, bias=False, dropout=0.0, zero_init=True,
     optimizer="muon", steps=500, batch_size=32, lr=3e-2, muon_lr=0.025, muon_momentum=0.9,
     betas=(0.9, 0.99), weight_decay=0.1, warmup_steps=50, min_lr_ratio=0.1,
@@ -109,7 +110,7 @@ def build_gpt_english(meta: dict) -> GPT:
     return GPT(GPTConfig(**meta["config"]))
 
 
-def load_tokenizer(meta: dict) -> BPETokenizer:
+def load_english_tokenizer(meta: dict) -> BPETokenizer:
     """The tokenizer saved in ``meta`` (its ``tokenizer.json`` text)."""
     from tokenizers import Tokenizer
 
@@ -119,24 +120,20 @@ def load_tokenizer(meta: dict) -> BPETokenizer:
 def train_gpt_english(recipe: EnglishLMRecipe = GPT_ENGLISH, progress: bool = True) -> tuple[GPT, dict]:
     """Pretrain ``gpt-english``; ``meta`` holds the config, the tokenizer, the recipe and the held-out loss."""
     data = english_lm_data(recipe)
-    model = build_model(recipe, data.tokenizer.vocab_size)
+    model = build_lm(recipe, data.tokenizer.vocab_size)
     result = train_lm(model, data.train, recipe, progress=progress)
     recipe_dict = asdict(recipe)
     recipe_dict["betas"] = list(recipe.betas)
     meta = {"config": asdict(model.config), "tokenizer": data.tokenizer.hf_tokenizer.to_str(),
-            "recipe": recipe_dict, "val_loss": evaluate_lm(model, data.val, recipe.block_size),
+            "recipe": recipe_dict, "val_loss": evaluate_lm(model, data.val, recipe.context_length),
             "train_steps": result.steps, "train_seconds": result.seconds}
     return model, meta
 
 
-def register() -> None:
-    """Register ``gpt-english`` with ``labkit.zoo`` (safe to call more than once)."""
-    from .. import zoo
-
-    zoo.register(zoo.Recipe(
-        name="gpt-english",
-        description="BPE GPT (4 layers, 4 heads, 128 wide, 128-token context, 2,048-token vocabulary) "
-                    "pretrained on the English Tatoeba sentences with the lab's CPU recipe",
-        build=f"{__name__}:build_gpt_english", train=f"{__name__}:train_gpt_english",
-        version=1, minutes_cpu=3,
-    ), overwrite=True)  # fmt: skip
+RECIPE = Recipe(
+    name="gpt-english",
+    description="BPE GPT (4 layers, 4 heads, 128 wide, 128-token context, 2,048-token vocabulary) "
+                "pretrained on the English Tatoeba sentences with the lab's CPU recipe",
+    build=f"{__name__}:build_gpt_english", train=f"{__name__}:train_gpt_english",
+    version=2, minutes_cpu=3,
+)  # fmt: skip

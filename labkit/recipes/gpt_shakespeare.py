@@ -9,12 +9,12 @@ either one and imports everything it needs from here, so the zoo model and the
 benchmark train the same way:
 
     tok, train_data, val_data = shakespeare_data()
-    model = build_model(LAB, tok.vocab_size)
+    model = build_lm(LAB, tok.vocab_size)
     result = train_lm(model, train_data, LAB)
-    evaluate_lm(model, val_data, LAB.block_size)  # mean loss over the whole split
+    evaluate_lm(model, val_data, LAB.context_length)  # mean loss over the whole split
 
-``train_lm`` is ``labkit.train.train`` with ``train_config(recipe)``, the recipe's
-optimizer (``build_optimizer``: ``labkit.optim.MuonAdamW`` or AdamW) and seeded
+``train_lm`` is ``labkit.train.train`` with ``lm_train_config(recipe)``, the recipe's
+optimizer (``lm_optimizer``: ``labkit.optim.MuonAdamW`` or AdamW) and seeded
 random windows (``batches``); a notebook can call the same pieces with its own
 evaluation and callbacks and get the very same weights.
 """
@@ -33,10 +33,11 @@ from ..models.gpt import GPT, GPTConfig
 from ..optim import MuonAdamW, decay_groups, split_params
 from ..tokenizers import CharTokenizer
 from ..train import History, TrainConfig, make_optimizer, train
+from . import Recipe
 
-__all__ = ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "gpt_config", "build_model",
-           "split_params", "MuonAdamW", "build_optimizer", "train_config", "batches", "TrainResult", "train_lm",
-           "evaluate_lm", "zoo_meta", "build_gpt_shakespeare", "train_gpt_shakespeare", "register"]
+__all__ = ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "lm_config", "build_lm",
+           "split_params", "MuonAdamW", "lm_optimizer", "lm_train_config", "batches", "TrainResult", "train_lm",
+           "evaluate_lm", "zoo_meta", "build_gpt_shakespeare", "train_gpt_shakespeare", "RECIPE"]
 
 
 # --- the recipes ------------------------------------------------------------------
@@ -46,10 +47,10 @@ class LMRecipe:
     """Everything that decides how a character-level GPT is trained (one field per lever)."""
 
     # the model (see GPTConfig)
-    n_layer: int = 4  # transformer blocks
-    n_head: int = 4  # attention heads per block
-    n_embd: int = 128  # width of the residual stream (d_model)
-    block_size: int = 64  # context length, in characters
+    n_layers: int = 4  # transformer blocks
+    n_heads: int = 4  # attention heads per block
+    d_model: int = 128  # width of the residual stream (d_model)
+    context_length: int = 64  # context length, in characters
     pos_emb: str = "rope"  # "learned" (GPT-2) or "rope" (rotary)
     mlp: str = "relu2"  # "gelu" (GPT-2) or "relu2" (squared ReLU)
     tie_weights: bool = False  # output layer shares the token-embedding matrix
@@ -74,7 +75,7 @@ class LMRecipe:
 
 
 # nanoGPT's config/train_shakespeare_char.py with its README's CPU overrides
-# (--block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000
+# (--context_length=64 --batch_size=12 --n_layers=4 --n_heads=4 --d_model=128 --max_iters=2000
 # --lr_decay_iters=2000 --dropout=0.0), in GPT-2's architecture.
 NANOGPT = LMRecipe(
     pos_emb="learned", mlp="gelu", tie_weights=True, bias=False, dropout=0.0,
@@ -89,7 +90,7 @@ NANOGPT = LMRecipe(
 # 500 steps (the same 1,536,000 training tokens as NANOGPT), which fit in NANOGPT's wall time on a
 # 2-core CPU. Each choice is measured against the others in benchmarks/README.md.
 LAB = LMRecipe(
-    n_layer=3, n_head=2, n_embd=128, block_size=64,
+    n_layers=3, n_heads=2, d_model=128, context_length=64,
     pos_emb="rope", mlp="relu2", tie_weights=False, bias=False, dropout=0.0, zero_init=True,
     optimizer="muon", steps=500, batch_size=48, lr=3e-2, muon_lr=0.025, muon_momentum=0.9,
     betas=(0.9, 0.99), weight_decay=0.1, muon_weight_decay=0.0, warmup_steps=50, min_lr_ratio=0.1,
@@ -109,19 +110,19 @@ def shakespeare_data() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
     return tok, train_data, val_data
 
 
-def gpt_config(recipe: LMRecipe, vocab_size: int) -> GPTConfig:
+def lm_config(recipe: LMRecipe, vocab_size: int) -> GPTConfig:
     """The GPTConfig that ``recipe`` describes."""
     return GPTConfig(
-        vocab_size=vocab_size, block_size=recipe.block_size, n_layer=recipe.n_layer,
-        n_head=recipe.n_head, n_embd=recipe.n_embd, dropout=recipe.dropout, bias=recipe.bias,
+        vocab_size=vocab_size, context_length=recipe.context_length, n_layers=recipe.n_layers,
+        n_heads=recipe.n_heads, d_model=recipe.d_model, dropout=recipe.dropout, bias=recipe.bias,
         pos_emb=recipe.pos_emb, mlp=recipe.mlp, tie_weights=recipe.tie_weights,
     )  # fmt: skip
 
 
-def build_model(recipe: LMRecipe, vocab_size: int) -> GPT:
+def build_lm(recipe: LMRecipe, vocab_size: int) -> GPT:
     """A freshly initialised GPT for ``recipe``, seeded with ``recipe.seed``."""
     torch.manual_seed(recipe.seed)
-    model = GPT(gpt_config(recipe, vocab_size))
+    model = GPT(lm_config(recipe, vocab_size))
     if recipe.zero_init:  # every block starts as the identity and the first predictions are uniform
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -132,7 +133,7 @@ def build_model(recipe: LMRecipe, vocab_size: int) -> GPT:
 
 # --- the optimizer (MuonAdamW and split_params live in labkit.optim) -------------------
 
-def build_optimizer(model: GPT, recipe: LMRecipe) -> torch.optim.Optimizer:
+def lm_optimizer(model: GPT, recipe: LMRecipe) -> torch.optim.Optimizer:
     """AdamW on everything (``optimizer="adamw"``, as nanoGPT) or MuonAdamW (``"muon"``).
     AdamW decays matrices and embeddings but not norm gains or biases, in both."""
     if recipe.optimizer == "adamw":
@@ -157,7 +158,7 @@ class TrainResult:
 
     steps: int
     seconds: float  # wall time in the training loop (no data preparation, no final evaluation)
-    tokens: int  # training tokens seen (steps x batch_size x block_size)
+    tokens: int  # training tokens seen (steps x batch_size x context_length)
     train_loss: float | None  # mean train loss over the last logged window
     stopped_early: bool  # True when max_seconds ran out before recipe.steps
 
@@ -166,7 +167,7 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def train_config(recipe: LMRecipe, max_seconds: float | None = None, progress: bool = True,
+def lm_train_config(recipe: LMRecipe, max_seconds: float | None = None, progress: bool = True,
                  eval_every: int = 0, log_every: int = 10) -> TrainConfig:
     """The ``labkit.train.TrainConfig`` that ``recipe`` describes: its steps, warmup-cosine schedule,
     clipping and AdamW settings. ``max_seconds`` is a wall-time budget (the schedule stays laid out
@@ -181,9 +182,9 @@ def train_config(recipe: LMRecipe, max_seconds: float | None = None, progress: b
 
 def batches(train_data: torch.Tensor, recipe: LMRecipe) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """``get_batch(step)`` for ``labkit.train``: random windows (x, y) of ``train_data``, (batch_size,
-    block_size) each, in an order fixed by ``recipe.seed`` alone (evaluation or sampling cannot change it)."""
+    context_length) each, in an order fixed by ``recipe.seed`` alone (evaluation or sampling cannot change it)."""
     gen = torch.Generator().manual_seed(recipe.seed)
-    return lambda step: random_windows(train_data, recipe.block_size, recipe.batch_size, gen)
+    return lambda step: random_windows(train_data, recipe.context_length, recipe.batch_size, gen)
 
 
 def train_lm(model: GPT, train_data: torch.Tensor, recipe: LMRecipe, max_seconds: float | None = None,
@@ -197,28 +198,28 @@ def train_lm(model: GPT, train_data: torch.Tensor, recipe: LMRecipe, max_seconds
     def report(step: int, model: nn.Module, history: History) -> None:
         if step % log_every == 0:
             s = time.perf_counter() - t0
-            tps = step * recipe.batch_size * recipe.block_size / s
+            tps = step * recipe.batch_size * recipe.context_length / s
             log(f"step {step:5d}/{recipe.steps}  train loss {history.train_loss[-1]:.4f}  "
                 f"lr {history.lr[-1]:.2e}  {s:6.1f} s  {tps:,.0f} tok/s")
 
-    config = train_config(recipe, max_seconds, progress, log_every=10 if log_every % 10 == 0 else log_every)
+    config = lm_train_config(recipe, max_seconds, progress, log_every=10 if log_every % 10 == 0 else log_every)
     model.train()
-    history = train(model, batches(train_data, recipe), config, optimizer=build_optimizer(model, recipe),
+    history = train(model, batches(train_data, recipe), config, optimizer=lm_optimizer(model, recipe),
                     on_step=report if log is not None else None)
     seconds = time.perf_counter() - t0
     model.eval()
     steps = history.completed_steps
     last = history.train_loss[-1] if history.train_loss else None
-    return TrainResult(steps, seconds, steps * recipe.batch_size * recipe.block_size, last,
+    return TrainResult(steps, seconds, steps * recipe.batch_size * recipe.context_length, last,
                        history.stop_reason == "max_seconds")
 
 
-def evaluate_lm(model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 256) -> float:
-    """Mean next-token cross-entropy over every non-overlapping ``block_size`` window of ``data``
+def evaluate_lm(model: nn.Module, data: torch.Tensor, context_length: int, batch_size: int = 256) -> float:
+    """Mean next-token cross-entropy over every non-overlapping ``context_length`` window of ``data``
     (the whole split, each token predicted once): ``labkit.evaluate.lm_loss`` with bigger batches."""
-    from ..evaluate import lm_loss
+    from ..metrics import lm_loss
 
-    return lm_loss(model, data, block_size, batch_size)
+    return lm_loss(model, data, context_length, batch_size)
 
 
 # --- the zoo's gpt-shakespeare --------------------------------------------------------
@@ -235,26 +236,22 @@ def zoo_meta(model: GPT, tok: CharTokenizer, recipe: LMRecipe, val_data: torch.T
     recipe_dict = asdict(recipe)
     recipe_dict["betas"] = list(recipe.betas)
     return {"config": asdict(model.config), "chars": list(tok.chars), "recipe": recipe_dict,
-            "val_loss": evaluate_lm(model, val_data, recipe.block_size),
+            "val_loss": evaluate_lm(model, val_data, recipe.context_length),
             "train_steps": recipe.steps if train_steps is None else train_steps}
 
 
 def train_gpt_shakespeare(recipe: LMRecipe = LAB) -> tuple[GPT, dict]:
     """Train the character-level Shakespeare GPT with the lab's recipe; ``meta`` is ``zoo_meta``'s."""
     tok, train_data, val_data = shakespeare_data()
-    model = build_model(recipe, tok.vocab_size)
+    model = build_lm(recipe, tok.vocab_size)
     result = train_lm(model, train_data, recipe)
     return model, zoo_meta(model, tok, recipe, val_data, result.steps)
 
 
-def register() -> None:
-    """Register ``gpt-shakespeare`` with ``labkit.zoo`` (safe to call more than once)."""
-    from .. import zoo
-
-    zoo.register(zoo.Recipe(
-        name="gpt-shakespeare",
-        description="character-level GPT (3 layers, 2 heads, 128 wide, 64-character context) trained "
-                    "on Tiny Shakespeare with the lab's fast CPU recipe (RoPE, ReLU^2, zero init, Muon)",
-        build=f"{__name__}:build_gpt_shakespeare", train=f"{__name__}:train_gpt_shakespeare",
-        version=2, minutes_cpu=1.5,
-    ), overwrite=True)  # fmt: skip
+RECIPE = Recipe(
+    name="gpt-shakespeare",
+    description="character-level GPT (3 layers, 2 heads, 128 wide, 64-character context) trained "
+                "on Tiny Shakespeare with the lab's fast CPU recipe (RoPE, ReLU^2, zero init, Muon)",
+    build=f"{__name__}:build_gpt_shakespeare", train=f"{__name__}:train_gpt_shakespeare",
+    version=3, minutes_cpu=1.5,
+)  # fmt: skip

@@ -28,17 +28,18 @@ from typing import NamedTuple
 import torch
 
 from ..data import length_grouped_batches, load_fra_eng, pad_batch
-from ..evaluate import bleu
+from ..metrics import bleu
 from ..generate import seq2seq_beam_search, seq2seq_greedy
 from ..models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from ..optim import MuonAdamW, decay_groups, split_params
 from ..tokenizers import BPETokenizer
 from ..train import TrainConfig, make_optimizer, train
+from . import Recipe
 
 __all__ = ["TranslationRecipe", "SEQ2SEQ_FRA", "SPECIAL_TOKENS", "TranslationData", "load_pairs", "split_by_source",
-           "translation_data", "encode_pair", "pair_batch", "seq2seq_config", "build_model", "build_optimizer",
-           "train_config", "evaluation_loss", "corpus_bleu", "translate", "build_seq2seq_fra", "load_tokenizers",
-           "train_seq2seq_fra", "register"]
+           "translation_data", "encode_pair", "pair_batch", "seq2seq_config", "build_translator", "translator_optimizer",
+           "translator_train_config", "evaluation_loss", "corpus_bleu", "translate", "build_seq2seq_fra", "load_tokenizers",
+           "train_seq2seq_fra", "RECIPE"]
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2 in every vocabulary of this recipe
 
@@ -63,7 +64,7 @@ class TranslationRecipe:
     d_ff: int = 768
     dropout: float = 0.0  # 0.1 made a CPU step 30% slower; ~3 passes over the data do not overfit
     label_smoothing: float = 0.1
-    max_len: int = 48
+    context_length: int = 48
     # the optimisation
     steps: int = 800
     batch_size: int = 128  # sentence pairs per step
@@ -160,16 +161,16 @@ def seq2seq_config(recipe: TranslationRecipe, src_vocab_size: int, tgt_vocab_siz
     return Seq2SeqConfig(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, d_model=recipe.d_model,
                          n_heads=recipe.n_heads, n_encoder_layers=recipe.n_encoder_layers,
                          n_decoder_layers=recipe.n_decoder_layers, d_ff=recipe.d_ff, dropout=recipe.dropout,
-                         max_len=recipe.max_len, share_embeddings=recipe.shared_vocab,
+                         context_length=recipe.context_length, share_embeddings=recipe.shared_vocab,
                          label_smoothing=recipe.label_smoothing)
 
 
-def build_model(recipe: TranslationRecipe, data: TranslationData) -> Seq2SeqTransformer:
+def build_translator(recipe: TranslationRecipe, data: TranslationData) -> Seq2SeqTransformer:
     torch.manual_seed(recipe.seed)
     return Seq2SeqTransformer(seq2seq_config(recipe, data.src_tok.vocab_size, data.tgt_tok.vocab_size))
 
 
-def build_optimizer(model: torch.nn.Module, recipe: TranslationRecipe, blocks: torch.nn.Module | None = None
+def translator_optimizer(model: torch.nn.Module, recipe: TranslationRecipe, blocks: torch.nn.Module | None = None
                     ) -> torch.optim.Optimizer:
     """AdamW on everything, or with ``optimizer="muon"`` Muon on the encoder's and decoder's weight
     matrices and AdamW on the embeddings, norms and biases. ``blocks``: the modules holding the blocks
@@ -184,7 +185,7 @@ def build_optimizer(model: torch.nn.Module, recipe: TranslationRecipe, blocks: t
                      betas=recipe.betas)
 
 
-def train_config(recipe: TranslationRecipe, progress: bool = True, max_seconds: float | None = None,
+def translator_train_config(recipe: TranslationRecipe, progress: bool = True, max_seconds: float | None = None,
                  desc: str = "training seq2seq-fra") -> TrainConfig:
     return TrainConfig(max_steps=recipe.steps, lr=recipe.lr, min_lr_ratio=recipe.min_lr_ratio,
                        warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay, betas=recipe.betas,
@@ -213,14 +214,14 @@ def evaluation_loss(model, pairs: list[tuple[list[int], list[int]]], batch_size:
 
 
 def translate(model, src_tok: BPETokenizer, tgt_tok: BPETokenizer, sentences: list[str], beam_size: int = 4,
-              length_penalty: float = 1.0, max_len: int | None = None) -> list[str]:
+              length_penalty: float = 1.0, max_new_tokens: int | None = None) -> list[str]:
     """Translate English ``sentences``: beam search (``beam_size`` 1 is greedy decoding), detokenised."""
     eos = src_tok.special_ids["<eos>"]
     src = [src_tok.encode(s) + [eos] for s in sentences]
     if beam_size == 1:
-        outs = seq2seq_greedy(model, src, max_len=max_len)
+        outs = seq2seq_greedy(model, src, max_new_tokens=max_new_tokens)
     else:
-        outs = [hyps[0][0] for hyps in seq2seq_beam_search(model, src, beam_size, length_penalty, max_len)]
+        outs = [hyps[0][0] for hyps in seq2seq_beam_search(model, src, beam_size, length_penalty, max_new_tokens)]
     return [tgt_tok.decode([t for t in ids if t != eos], skip_special_tokens=True).strip() for ids in outs]
 
 
@@ -254,12 +255,12 @@ def train_seq2seq_fra(recipe: TranslationRecipe = SEQ2SEQ_FRA, progress: bool = 
     """Train ``seq2seq-fra``; ``meta`` holds the config, both tokenizers, the recipe, the curves and the
     test BLEU (greedy and beam 4)."""
     data = translation_data(recipe)
-    model = build_model(recipe, data)
+    model = build_translator(recipe, data)
     gen = torch.Generator().manual_seed(recipe.seed)
     batches = length_grouped_batches(data.train, recipe.batch_size, gen, length=lambda p: len(p[0]) + len(p[1]))
-    history = train(model, lambda step: pair_batch(next(batches)), train_config(recipe, progress),
+    history = train(model, lambda step: pair_batch(next(batches)), translator_train_config(recipe, progress),
                     eval_fn=lambda m: {"val_loss": evaluation_loss(m, data.val_ids)},
-                    optimizer=build_optimizer(model, recipe))
+                    optimizer=translator_optimizer(model, recipe))
     model.eval()
     bleu_greedy, _ = corpus_bleu(model, data, beam_size=1)
     bleu_beam, _ = corpus_bleu(model, data, beam_size=4)
@@ -280,14 +281,10 @@ def train_seq2seq_fra(recipe: TranslationRecipe = SEQ2SEQ_FRA, progress: bool = 
     return model, meta
 
 
-def register() -> None:
-    """Register ``seq2seq-fra`` with ``labkit.zoo`` (safe to call more than once)."""
-    from .. import zoo
-
-    zoo.register(zoo.Recipe(
-        name="seq2seq-fra",
-        description="English->French encoder-decoder transformer (2+2 layers, 192 wide, two 3000-token "
-                    "byte-level BPE vocabularies) trained on short Tatoeba pairs",
-        build=f"{__name__}:build_seq2seq_fra", train=f"{__name__}:train_seq2seq_fra",
-        version=1, minutes_cpu=3.0,
-    ), overwrite=True)  # fmt: skip
+RECIPE = Recipe(
+    name="seq2seq-fra",
+    description="English->French encoder-decoder transformer (2+2 layers, 192 wide, two 3000-token "
+                "byte-level BPE vocabularies) trained on short Tatoeba pairs",
+    build=f"{__name__}:build_seq2seq_fra", train=f"{__name__}:train_seq2seq_fra",
+    version=2, minutes_cpu=3.0,
+)  # fmt: skip

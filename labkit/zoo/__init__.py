@@ -16,7 +16,8 @@ into the cache, which then comes first. Training happens once even when two proc
 at once: ``load`` holds an operating-system lock (``filelock``) on ``<checkpoint>.lock`` while it looks,
 fetches or trains and saves; the other process waits, then loads the result. The lock dies with its holder.
 
-The lab's models are the recipes of ``labkit.recipes``, registered on first use. For a classroom::
+The lab's models are the recipes of ``labkit.recipes`` (each module's ``RECIPE``), read on first use; the zoo loads
+what a recipe ``needs`` and passes it to its training. For a classroom::
 
     python -m labkit.zoo list | build --all | verify | pack KIT.tar | unpack KIT.tar | serve KIT_DIR
 """
@@ -29,7 +30,6 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,29 +39,12 @@ from torch import nn
 
 from .._io import atomic_write, atomic_write_text, sha256sum
 from ..data import cache_dir
+from ..recipes import Recipe, recipes
 
 __all__ = ["Recipe", "DamagedCheckpoint", "register", "available", "recipe", "order", "path", "seeded_dir",
            "find", "check", "manifest", "load", "save", "MANIFEST"]
 
 MANIFEST = "manifest.json"  # in every folder of checkpoints: file name -> sha256, bytes, and how it was trained
-
-
-@dataclass
-class Recipe:
-    """How to rebuild and how to train one named model.
-
-    ``build(meta)`` returns an untrained model of the right shape from the saved ``meta`` dict (config and
-    anything else, e.g. a tokenizer's characters); ``train()`` returns ``(trained_model, meta)``. Both may be
-    given as "module:function" strings so that registering a recipe imports nothing heavy.
-    """
-
-    name: str
-    description: str
-    build: Callable[[dict], nn.Module] | str
-    train: Callable[[], tuple[nn.Module, dict]] | str
-    version: int = 1  # bump when the recipe changes, so stale caches are not loaded
-    minutes_cpu: float | None = None  # typical training time on a 2-core CPU, shown to the learner
-    needs: tuple[str, ...] = ()  # other zoo models its training loads (built first by `python -m labkit.zoo build`)
 
 
 class DamagedCheckpoint(RuntimeError):
@@ -75,18 +58,18 @@ _warned: set[str] = set()
 
 
 def _ensure_builtin() -> None:
-    """Register the lab's own recipes (``labkit.recipes.RECIPE_MODULES``) on first use: importing
-    them when the zoo is imported would be slow."""
+    """Read the lab's own recipes (``labkit.recipes``) on first use: importing them when the zoo is imported
+    would be slow."""
     global _builtin_done
     if not _builtin_done:
         _builtin_done = True
-        from .. import recipes
-
-        recipes.register_all()
+        for r in recipes().values():
+            _RECIPES.setdefault(r.name, r)
 
 
 def register(recipe: Recipe, overwrite: bool = False) -> Recipe:
-    """Make a recipe available to ``load``."""
+    """Make a recipe available to ``load`` (one of your own: the lab's are read from ``labkit.recipes``)."""
+    _ensure_builtin()
     if recipe.name in _RECIPES and not overwrite:
         raise ValueError(f"A zoo model named {recipe.name!r} is already registered; pass overwrite=True to replace it.")
     _RECIPES[recipe.name] = recipe
@@ -319,8 +302,11 @@ def load(name: str, device: torch.device | str = "cpu", retrain: bool = False,
         else:
             print(f"{name!r} is not cached yet: training it now{minutes}. It is saved to {path(name)} for next time.",
                   flush=True)
+        # the recipe's training gets the models it starts from, loaded (or trained) first; a notebook's own
+        # ``train`` has them already
+        needed = [] if train is not None else [load(dep) for dep in r.needs]
         t0 = time.perf_counter()
-        model, meta = (train or _resolve(r.train))()
+        model, meta = train(*needed) if train is not None else _resolve(r.train)(*needed)
         file = save(name, model, meta, seconds=time.perf_counter() - t0)
     model.zoo_meta = meta
     model.zoo_source = "trained"

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import pad_batch
-from .evaluate import macro_f1
-from .train import History, TrainConfig, train
+from ..data import pad_batch
+from ..metrics import macro_f1
+from ..train import History, TrainConfig, train
 
 __all__ = ["SpamTask", "spam_task", "class_probs", "fit", "stored_bytes", "CLASSES"]
 
@@ -43,7 +43,7 @@ def spam_task(rows: Sequence[tuple[str, str]] | None = None, seed: int = 0) -> S
     from sklearn.model_selection import train_test_split
 
     if rows is None:
-        from .data import load_sms_spam
+        from ..data import load_sms_spam
 
         rows = load_sms_spam()
     texts = [t for _, t in rows]
