@@ -130,11 +130,14 @@ def test_sdpa_fully_masked_rows_give_zeros_like_pytorch(kind):
         assert_close(got, want)
 
 
-def test_sdpa_dropout_zeroes_and_rescales_weights():
+def test_sdpa_dropout_drops_weights_in_the_output_and_returns_them_before_dropout():
     q, k, v = (t.detach() for t in _qkv())
     _, clean = scaled_dot_product_attention(q, k, v)
     torch.manual_seed(0)
-    out, dropped = scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+    out, weights = scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+    assert torch.equal(weights, clean)  # the probabilities, as capture_attention and every model hand them out
+    torch.manual_seed(0)
+    dropped = torch.nn.functional.dropout(clean, p=0.5)  # the same draw
     kept = dropped != 0
     assert 0 < kept.float().mean() < 1
     assert_close(dropped[kept], 2 * clean[kept])

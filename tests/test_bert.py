@@ -248,3 +248,21 @@ def test_checkpoints_from_before_the_shared_feed_forward_still_load():
     fresh.load_state_dict(old)  # strict
     for k, v in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def test_mean_pool_averages_the_real_tokens_only():
+    """Each sentence's vector is the mean of its own tokens' hidden states, the same as encoding it alone:
+    padding (here up to 7 positions of it) must not count."""
+    from labkit.models.bert import mean_pool
+    from labkit.models.bert import BERT, BERTConfig
+
+    torch.manual_seed(0)
+    model = BERT(BERTConfig.tiny()).train()
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(5, 64, (n,), generator=g).tolist() for n in (9, 2, 5, 9, 3)]
+    pooled = mean_pool(model, seqs, pad_id=0, batch_size=3)  # batches [9, 2, 5] and [9, 3]: both padded
+    assert pooled.shape == (5, 32) and model.training  # the model's mode is restored
+    model.eval()
+    with torch.no_grad():
+        alone = torch.stack([model.encode(torch.tensor([s]))[0].mean(0) for s in seqs])  # no padding at all
+    torch.testing.assert_close(pooled, alone, atol=1e-5, rtol=1e-4)

@@ -12,32 +12,32 @@ def _todo(*args, **kwargs):
     raise NotImplementedError
 
 
-# --- padding_mask -----------------------------------------------------------------------
+# --- token_mask ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("solution", [
-    lambda ids, pad_id: ids == pad_id,
-    lambda ids, pad_id: torch.stack([torch.tensor([t == pad_id for t in row.tolist()]) for row in ids]),
+    lambda ids, pad_id: ids != pad_id,
+    lambda ids, pad_id: torch.stack([torch.tensor([t != pad_id for t in row.tolist()]) for row in ids]),
 ])
-def test_padding_mask_solutions_pass(solution, capsys):
-    assert checks.check_padding_mask(solution)
-    assert "✅ padding_mask: correct" in capsys.readouterr().out
+def test_token_mask_solutions_pass(solution, capsys):
+    assert checks.check_token_mask(solution)
+    assert "✅ token_mask: correct" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda ids, pad_id: ids != pad_id, "True where attention is NOT allowed"),
-    (lambda ids, pad_id: ids == 0, "compare with the pad_id argument"),
-    (lambda ids, pad_id: (ids == pad_id).float(), "return a bool tensor"),
-    (lambda ids, pad_id: ids[:, :-1] == pad_id, "one comparison does it"),
+    (lambda ids, pad_id: ids == pad_id, "True where attention is allowed"),
+    (lambda ids, pad_id: ids != 0, "compare with the pad_id argument"),
+    (lambda ids, pad_id: (ids != pad_id).float(), "return a bool tensor"),
+    (lambda ids, pad_id: ids[:, :-1] != pad_id, "one comparison does it"),
 ])
-def test_padding_mask_mistakes_get_their_hint(wrong, hint, capsys):
-    assert not checks.check_padding_mask(wrong)
+def test_token_mask_mistakes_get_their_hint(wrong, hint, capsys):
+    assert not checks.check_token_mask(wrong)
     out = capsys.readouterr().out
-    assert "❌ padding_mask" in out and hint in out
+    assert "❌ token_mask" in out and hint in out
 
 
-def test_padding_mask_stub_says_what_to_write(capsys):
-    assert not checks.check_padding_mask(_todo)
+def test_token_mask_stub_says_what_to_write(capsys):
+    assert not checks.check_token_mask(_todo)
     out = capsys.readouterr().out
     assert "not implemented yet" in out and "Hint" not in out
 
@@ -67,13 +67,13 @@ def test_beam_step_agrees_with_labkits_beam_search():
     table = torch.log_softmax(2 * torch.randn(6, generator=g, dtype=torch.float64), -1)
     second = torch.log_softmax(2 * torch.randn(6, 6, generator=g, dtype=torch.float64), -1)
 
-    def step_fn(prefixes):
+    def step_fn(prefixes, rows):
         return table.expand(len(prefixes), -1) if prefixes.size(1) == 1 else second[prefixes[:, -1]]
 
-    got = beam_search(step_fn, torch.tensor([0]), beam_size=3, max_len=2, length_penalty=0.0)
+    got = beam_search(step_fn, [[0]], beam_size=3, max_new_tokens=2, length_penalty=0.0)[0]
     s1, _, t1 = beam_step_loops(torch.zeros(1, dtype=torch.float64), table[None], 3)
     s2, b2, t2 = beam_step_loops(s1, second[t1], 3)
-    assert [ids.tolist() for ids, _ in got] == [[t1[b].item(), t.item()] for b, t in zip(b2, t2)]
+    assert [ids for ids, _ in got] == [[t1[b].item(), t.item()] for b, t in zip(b2, t2)]
     assert [s for _, s in got] == pytest.approx(s2.tolist())
 
 

@@ -167,15 +167,21 @@ def exhaustive_best(table, start, max_len, eos, length_penalty):
     return best
 
 
+def search_one(step_fn, start, beam_size, max_len, eos_id=None, length_penalty=1.0):
+    """labkit's beam search for one sequence, with a step function of the prefixes alone."""
+    return beam_search(lambda prefixes, rows: step_fn(prefixes), [start.tolist()], beam_size, max_len, eos_id,
+                       length_penalty)[0]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_wide_beam_search_equals_exhaustive_search(seed):
     vocab, eos, max_len = 4, 0, 4
     table = bigram_table(vocab, seed)
     step_fn = lambda prefix: table[prefix[:, -1]]  # (beams, T) -> (beams, V)
-    hyps = beam_search(step_fn, torch.tensor([1]), beam_size=vocab**max_len, max_len=max_len,
+    hyps = search_one(step_fn, torch.tensor([1]), beam_size=vocab**max_len, max_len=max_len,
                        eos_id=eos, length_penalty=0.0)  # fmt: skip
     ref_seq, ref_score = exhaustive_best(table, 1, max_len, eos, 0.0)
-    assert hyps[0][0].tolist() == ref_seq
+    assert hyps[0][0] == ref_seq
     assert hyps[0][1] == pytest.approx(ref_score)
     scores = [s for _, s in hyps]
     assert scores == sorted(scores, reverse=True)
@@ -184,9 +190,9 @@ def test_wide_beam_search_equals_exhaustive_search(seed):
 def test_beam_of_one_is_greedy():
     table = bigram_table(8, seed=3)
     step_fn = lambda prefix: table[prefix[:, -1]]
-    hyps = beam_search(step_fn, torch.tensor([2]), beam_size=1, max_len=6, eos_id=None)
+    hyps = search_one(step_fn, torch.tensor([2]), beam_size=1, max_len=6, eos_id=None)
     ref = greedy(Bigram(table), torch.tensor([[2]]), max_new_tokens=6)[0, 1:]
-    assert len(hyps) == 1 and torch.equal(hyps[0][0], ref)
+    assert len(hyps) == 1 and hyps[0][0] == ref.tolist()
 
 
 def test_beam_search_beats_greedy_on_a_garden_path():
@@ -201,8 +207,8 @@ def test_beam_search_beats_greedy_on_a_garden_path():
     ])  # fmt: skip
     table = probs.clamp_min(1e-12).log()
     step_fn = lambda prefix: table[prefix[:, -1]]
-    best, score = beam_search(step_fn, torch.tensor([0]), beam_size=2, max_len=2, eos_id=eos, length_penalty=0.0)[0]
-    assert best.tolist() == [2, 3]
+    best, score = search_one(step_fn, torch.tensor([0]), beam_size=2, max_len=2, eos_id=eos, length_penalty=0.0)[0]
+    assert best == [2, 3]
     assert score == pytest.approx(math.log(0.4))
     greedy_first = greedy(Bigram(table), torch.tensor([[0]]), max_new_tokens=1)[0, 1].item()
     assert greedy_first == 1
@@ -216,18 +222,18 @@ def test_beam_search_length_penalty_prefers_longer_hypotheses():
     table = probs.clamp_min(1e-12).log()
     step_fn = lambda prefix: table[prefix[:, -1]]
     for lp, expected in [(0.0, [0]), (1.0, [2, 0])]:
-        best, score = beam_search(step_fn, torch.tensor([1]), beam_size=2, max_len=4, eos_id=0, length_penalty=lp)[0]
+        best, score = search_one(step_fn, torch.tensor([1]), beam_size=2, max_len=4, eos_id=0, length_penalty=lp)[0]
         ref_seq, ref_score = exhaustive_best(table, 1, 4, 0, lp)
-        assert best.tolist() == expected == ref_seq
+        assert best == expected == ref_seq
         assert score == pytest.approx(ref_score)
 
 
 def test_beam_search_invalid_arguments():
     step_fn = lambda prefix: torch.zeros(prefix.size(0), 3)
     with pytest.raises(ValueError, match="beam_size"):
-        beam_search(step_fn, torch.tensor([0]), beam_size=0, max_len=3, eos_id=None)
-    with pytest.raises(ValueError, match="max_len"):
-        beam_search(step_fn, torch.tensor([0]), beam_size=2, max_len=0, eos_id=None)
+        search_one(step_fn, torch.tensor([0]), beam_size=0, max_len=3, eos_id=None)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        search_one(step_fn, torch.tensor([0]), beam_size=2, max_len=0, eos_id=None)
 
 
 class WindowSum(torch.nn.Module):
@@ -284,7 +290,7 @@ def test_beam_search_compares_live_beams_before_stopping():
                 out[row, tok] = value
         return out
 
-    hyps = beam_search(step_fn, torch.tensor([3]), beam_size=2, max_len=4, eos_id=eos, length_penalty=0.0)
+    hyps = search_one(step_fn, torch.tensor([3]), beam_size=2, max_len=4, eos_id=eos, length_penalty=0.0)
     (best, score), (second, score2) = hyps
-    assert best.tolist() == [1, 1, eos] and score == pytest.approx(-0.12)
-    assert second.tolist() == [eos] and score2 == pytest.approx(-1.0)
+    assert best == [1, 1, eos] and score == pytest.approx(-0.12)
+    assert second == [eos] and score2 == pytest.approx(-1.0)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit.attention import capture_attention
-from labkit.generate import batched_beam_search, beam_search, seq2seq_beam_search, seq2seq_greedy
+from labkit.generate import beam_search, seq2seq_beam_search, seq2seq_greedy
 from labkit.layers import DecoderBlock, EncoderBlock
 from labkit.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer, shift_right
 
@@ -161,7 +161,7 @@ def test_bad_inputs_say_what_is_wrong():
 
 def test_greedy_is_the_argmax_at_every_step():
     model = sharpen(tiny())
-    for src, out in zip(SRC, seq2seq_greedy(model, SRC, max_len=8)):
+    for src, out in zip(SRC, seq2seq_greedy(model, SRC, max_new_tokens=8)):
         memory = model.encode(torch.tensor([src]))
         prefix = [BOS]
         for tok in out:
@@ -174,15 +174,15 @@ def test_greedy_is_the_argmax_at_every_step():
 def test_beam_width_one_equals_greedy():
     for seed in range(3):
         model = sharpen(tiny(seed))
-        greedy = seq2seq_greedy(model, SRC, max_len=8)
-        beam = seq2seq_beam_search(model, SRC, beam_size=1, max_len=8)
+        greedy = seq2seq_greedy(model, SRC, max_new_tokens=8)
+        beam = seq2seq_beam_search(model, SRC, beam_size=1, max_new_tokens=8)
         assert [hyps[0][0] for hyps in beam] == greedy
 
 
 def test_hypotheses_are_sorted_by_score_and_scored_as_documented():
     model = sharpen(tiny())
     for alpha in (0.0, 1.0):
-        for src, hyps in zip(SRC, seq2seq_beam_search(model, SRC, beam_size=5, length_penalty=alpha, max_len=8)):
+        for src, hyps in zip(SRC, seq2seq_beam_search(model, SRC, beam_size=5, length_penalty=alpha, max_new_tokens=8)):
             scores = [s for _, s in hyps]
             assert len(hyps) == 5 and scores == sorted(scores, reverse=True)
             memory = model.encode(torch.tensor([src]))
@@ -213,29 +213,29 @@ def test_a_wide_beam_on_a_tiny_model_is_exhaustive_search(alpha):
     model = sharpen(tiny(tgt_vocab_size=5), scale=3.0)
     expected = exhaustive(model, SRC[0], max_len=3, alpha=alpha)  # 1 + 4 + 16 + 64 = 85 hypotheses
     assert len(expected) == 85
-    got = seq2seq_beam_search(model, [SRC[0]], beam_size=85, length_penalty=alpha, max_len=3)[0]
+    got = seq2seq_beam_search(model, [SRC[0]], beam_size=85, length_penalty=alpha, max_new_tokens=3)[0]
     assert [ids for ids, _ in got] == [ids for ids, _ in expected]
     assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-5)  # float32 logits
     # a narrower beam finds the best hypothesis here too
-    top = seq2seq_beam_search(model, [SRC[0]], beam_size=4, length_penalty=alpha, max_len=3)[0]
+    top = seq2seq_beam_search(model, [SRC[0]], beam_size=4, length_penalty=alpha, max_new_tokens=3)[0]
     assert top[0][0] == expected[0][0]
 
 
-def test_batched_beam_search_equals_one_sentence_at_a_time():
+def test_beam_search_over_many_sentences_equals_one_sentence_at_a_time():
     model = sharpen(tiny())
-    batched = seq2seq_beam_search(model, SRC, beam_size=3, max_len=7)
+    batched = seq2seq_beam_search(model, SRC, beam_size=3, max_new_tokens=7)
     for src, hyps in zip(SRC, batched):
         memory = model.encode(torch.tensor([src]))
 
         def step(prefixes):
             return F.log_softmax(model.decode(prefixes, memory.expand(len(prefixes), -1, -1))[:, -1], -1)
 
-        ref = beam_search(step, torch.tensor([BOS]), beam_size=3, max_len=7, eos_id=EOS)
-        assert [ids for ids, _ in hyps] == [r.tolist() for r, _ in ref]
+        ref = beam_search(lambda prefixes, rows: step(prefixes), [[BOS]], 3, 7, eos_id=EOS)[0]
+        assert [ids for ids, _ in hyps] == [r for r, _ in ref]
         assert [s for _, s in hyps] == pytest.approx([s for _, s in ref], abs=1e-5)
 
 
-def test_batched_beam_search_stops_at_eos_and_respects_per_sentence_limits():
+def test_beam_search_stops_at_eos_and_respects_per_sentence_limits():
     V = 6
 
     def step_fn(prefixes, rows):  # row 0 prefers EOS at once; row 1 never says EOS
@@ -244,13 +244,13 @@ def test_batched_beam_search_stops_at_eos_and_respects_per_sentence_limits():
         logp[rows == 1, 4] = -0.1
         return logp
 
-    out = batched_beam_search(step_fn, 2, BOS, EOS, beam_size=2, max_len=[5, 3], length_penalty=0.0)
+    out = beam_search(step_fn, [[BOS]] * 2, beam_size=2, max_new_tokens=[5, 3], eos_id=EOS, length_penalty=0.0)
     assert out[0][0] == ([EOS], pytest.approx(-0.1))
-    assert out[1][0][0] == [4, 4, 4]  # cut at its own max_len, no EOS
+    assert out[1][0][0] == [4, 4, 4]  # cut at its own limit, no EOS
     with pytest.raises(ValueError, match="beam_size"):
-        batched_beam_search(step_fn, 2, BOS, EOS, beam_size=0, max_len=3)
+        beam_search(step_fn, [[BOS]] * 2, beam_size=0, max_new_tokens=3, eos_id=EOS)
     with pytest.raises(ValueError, match="one such int per sequence"):
-        batched_beam_search(step_fn, 2, BOS, EOS, beam_size=2, max_len=[3])
+        beam_search(step_fn, [[BOS]] * 2, beam_size=2, max_new_tokens=[3], eos_id=EOS)
 
 
 # --- the recipe's data --------------------------------------------------------------------

@@ -1,10 +1,15 @@
+"""labkit.metrics: perplexity and the language-model losses, bits per byte, accuracy and macro-F1 (against scikit-learn), BLEU
+(sacrebleu, several references), the Fréchet and nearest distances."""
+
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from labkit import metrics
 from labkit.metrics import accuracy, lm_loss, perplexity
+from labkit.models.gpt import GPT, GPTConfig
 
 
 class Uniform(nn.Module):
@@ -50,24 +55,6 @@ def test_accuracy():
     assert accuracy([1, 2, 3], [1, 2, 4]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="same shape"):
         accuracy([1, 2], [1, 2, 3])
-
-
-def test_mean_pool_averages_the_real_tokens_only():
-    """Each sentence's vector is the mean of its own tokens' hidden states, the same as encoding it alone:
-    padding (here up to 7 positions of it) must not count."""
-    from labkit.models.bert import mean_pool
-    from labkit.models.bert import BERT, BERTConfig
-
-    torch.manual_seed(0)
-    model = BERT(BERTConfig.tiny()).train()
-    g = torch.Generator().manual_seed(1)
-    seqs = [torch.randint(5, 64, (n,), generator=g).tolist() for n in (9, 2, 5, 9, 3)]
-    pooled = mean_pool(model, seqs, pad_id=0, batch_size=3)  # batches [9, 2, 5] and [9, 3]: both padded
-    assert pooled.shape == (5, 32) and model.training  # the model's mode is restored
-    model.eval()
-    with torch.no_grad():
-        alone = torch.stack([model.encode(torch.tensor([s]))[0].mean(0) for s in seqs])  # no padding at all
-    torch.testing.assert_close(pooled, alone, atol=1e-5, rtol=1e-4)
 
 
 # --- BLEU (sacrebleu) ------------------------------------------------------------------
@@ -156,3 +143,30 @@ def test_nearest_distance_is_zero_for_copies_and_the_true_distance_otherwise():
     assert torch.allclose(nearest_distance(queries, refs), torch.tensor([0.0, 1.0, 5.0]))
     with pytest.raises(ValueError, match="one size"):
         nearest_distance(queries, torch.zeros(2, 3))
+
+
+def test_bits_per_byte_converts_a_loss_and_agrees_with_perplexity():
+    assert metrics.bits_per_byte(math.log(2), 10, 10) == pytest.approx(1.0)
+    assert metrics.bits_per_byte(math.log(256), 100, 100) == pytest.approx(8.0)  # uniform over bytes: 8 bits
+    # the same text cut into 4x fewer tokens: 4x the loss per token is the same number of bits per byte
+    assert metrics.bits_per_byte(4 * 1.2, 25, 100) == pytest.approx(metrics.bits_per_byte(1.2, 100, 100))
+    loss, n_tokens, n_bytes = 2.7, 300, 1000
+    bpb = metrics.bits_per_byte(loss, n_tokens, n_bytes)
+    assert metrics.perplexity(loss) == pytest.approx(2 ** (bpb * n_bytes / n_tokens))  # per-token perplexity
+    with pytest.raises(ValueError, match="positive"):
+        metrics.bits_per_byte(1.0, 0, 10)
+
+
+def test_token_nll_is_lm_loss_token_by_token_and_a_uniform_model_scores_log_v():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(vocab_size=50, context_length=16))
+    data = torch.randint(50, (400,))
+    nll, targets = metrics.token_nll(model, data, 16)
+    assert len(nll) == len(targets) == (399 // 16) * 16
+    assert nll.mean().item() == pytest.approx(metrics.lm_loss(model, data, 16), rel=1e-5)
+    assert torch.equal(targets[:16], data[1:17])
+    with torch.no_grad():  # all-zero output layer: every token has probability 1/V
+        model.lm_head.weight.zero_()
+    nll, _ = metrics.token_nll(model, data, 16)
+    assert torch.allclose(nll, torch.full_like(nll, math.log(50)), atol=1e-5)
+    assert metrics.bits_per_byte(nll.mean().item(), len(nll), len(nll)) == pytest.approx(math.log2(50), rel=1e-5)

@@ -16,7 +16,7 @@ SENTENCES = [f"{who} {verb} the {thing}{end}"
              for verb in ["like", "saw", "want", "need", "found"]
              for thing in ["dog", "cat", "book", "car", "house", "apple", "old red bicycle"]
              for end in [".", "!", " again."]]  # fmt: skip
-TINY = rb.BERTRecipe(vocab_size=300, max_len=12, n_val=100, n_layers=2, n_heads=2, d_model=32, d_ff=64,
+TINY = rb.BERTRecipe(vocab_size=300, context_length=12, n_val=100, n_layers=2, n_heads=2, d_model=32, d_ff=64,
                      steps=60, batch_size=32, warmup_steps=5, eval_every=20, lr=1e-2)
 
 
@@ -33,7 +33,7 @@ def test_split_is_seeded_and_disjoint():
 
 
 def test_encode_pad_and_mask(tok):
-    seqs = rb.encode_sentences(tok, SENTENCES[:50], max_len=8)
+    seqs = rb.encode_sentences(tok, SENTENCES[:50], context_length=8)
     sp = tok.special_ids
     assert all(s[0] == sp["[CLS]"] and s[-1] == sp["[SEP]"] and len(s) <= 8 for s in seqs)
     ids, attn = rb.pad_batch(seqs, sp["[PAD]"])

@@ -1,5 +1,5 @@
-"""labkit.recipes (the package) and its gpt_shakespeare recipe: the Muon+AdamW optimizer, the whole-split
-evaluation, the training wrapper, the zoo's build/train pair, and the old import paths."""
+"""labkit.recipes.gpt_shakespeare: the LM recipe's Muon+AdamW optimizer, the whole-split evaluation, the training
+wrapper, and the zoo's build/train pair."""
 
 from dataclasses import asdict, replace
 
@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from labkit import recipes
+from labkit.recipes import gpt_shakespeare as recipes
 from labkit.models.gpt import GPT, GPTConfig
-from labkit.recipes import LAB, MuonAdamW, build_optimizer, evaluate_lm, split_params
+from labkit.optim import MuonAdamW, split_params
+from labkit.recipes.gpt_shakespeare import LAB, evaluate_lm, lm_optimizer
 from labkit.train import TrainConfig, train
 
 TINY = dict(n_layers=2, n_heads=2, d_model=32, context_length=16, batch_size=4, steps=20, warmup_steps=2)
@@ -36,7 +37,7 @@ def test_muon_gets_exactly_the_block_matrices(tie):
     assert {names[id(p)] for p in muon} == block_matrices
     assert all(p.dim() == 2 for p in muon)
     # every parameter exactly once, across both optimizers' groups
-    opt = build_optimizer(model, replace(LAB, **TINY, tie_weights=tie))
+    opt = lm_optimizer(model, replace(LAB, **TINY, tie_weights=tie))
     in_groups = [id(p) for g in opt.param_groups for p in g["params"]]
     assert sorted(in_groups) == sorted(id(p) for p in model.parameters())
     assert {id(p) for p in opt.muon.param_groups[0]["params"]} == {id(p) for p in muon}
@@ -47,7 +48,7 @@ def test_muon_gets_exactly_the_block_matrices(tie):
 
 def test_muon_adamw_steps_both_and_lowers_the_loss():
     model = tiny_model()
-    opt = build_optimizer(model, replace(LAB, **TINY))
+    opt = lm_optimizer(model, replace(LAB, **TINY))
     assert isinstance(opt, MuonAdamW)
     x, y = fixed_batch()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -82,7 +83,7 @@ def test_muon_update_is_orthogonalised_and_shape_scaled():
 def test_lr_schedule_scales_both_parts():
     model = tiny_model()
     recipe = replace(LAB, **TINY, lr=2e-3, muon_lr=0.04)
-    opt = build_optimizer(model, recipe)
+    opt = lm_optimizer(model, recipe)
     torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)  # sets lr = 0.5 x peak at once
     assert [g["lr"] for g in opt.adamw.param_groups] == [1e-3] * len(opt.adamw.param_groups)
     assert opt.muon.param_groups[0]["lr"] == 0.02
@@ -96,7 +97,7 @@ def test_works_in_labkit_train_and_resumes_exactly(tmp_path):
 
     def fresh():
         model = tiny_model()
-        return model, build_optimizer(model, recipe)
+        return model, lm_optimizer(model, recipe)
 
     model, opt = fresh()
     full = train(model, lambda s: batches[s], cfg, optimizer=opt)
@@ -118,7 +119,7 @@ def test_works_in_labkit_train_and_resumes_exactly(tmp_path):
         train(crashed, crashing, part, optimizer=crashed_opt)
     torch.manual_seed(999)
     model2 = GPT(GPTConfig.tiny(pos_emb="rope", mlp="relu2"))  # other weights: resume must restore them
-    resumed = train(model2, lambda s: batches[s], part, optimizer=build_optimizer(model2, recipe), resume_from=ckpt)
+    resumed = train(model2, lambda s: batches[s], part, optimizer=lm_optimizer(model2, recipe), resume_from=ckpt)
     assert resumed.train_loss == full.train_loss
     for (n, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         assert_close(a, b, msg=n)
@@ -142,7 +143,7 @@ def test_evaluate_lm_equals_a_hand_loop():
 
 def test_build_from_meta_loads_a_trained_state_dict(monkeypatch):
     text = "to be, or not to be: that is the question.\n" * 40
-    monkeypatch.setattr(recipes.gpt_shakespeare, "read_text", lambda name: text)
+    monkeypatch.setattr(recipes, "read_text", lambda name: text)
     model, meta = recipes.train_gpt_shakespeare(replace(LAB, **{**TINY, "steps": 3}))
     assert meta["chars"] == sorted(set(text)) and meta["config"]["vocab_size"] == len(set(text))
     assert meta["config"] == asdict(model.config)
@@ -151,7 +152,7 @@ def test_build_from_meta_loads_a_trained_state_dict(monkeypatch):
     x = torch.randint(len(set(text)), (2, 16))
     assert_close(rebuilt.eval()(x)[0], model.eval()(x)[0])
     assert list(meta) == ["config", "chars", "recipe", "val_loss", "train_steps"] and meta["train_steps"] == 3
-    tok = recipes.gpt_shakespeare.CharTokenizer.from_text(text)
+    tok = recipes.CharTokenizer.from_text(text)
     val = torch.tensor(tok.encode(text))[-500:]
     assert recipes.zoo_meta(model, tok, replace(LAB, **{**TINY, "steps": 3}), val)["chars"] == meta["chars"]
     torch.save({"meta": meta}, buf := __import__("io").BytesIO())
@@ -159,42 +160,16 @@ def test_build_from_meta_loads_a_trained_state_dict(monkeypatch):
     assert torch.load(buf, weights_only=True)["meta"] == meta  # the zoo loads meta with weights_only=True
 
 
-def test_register_all_registers_every_recipe_module():
-    from labkit import zoo
-
-    recipes.register_all()
-    recipes.register_all()  # twice is fine
-    assert {"gpt-shakespeare", "bert-english"} <= set(zoo.available())
-
-
-def test_old_import_paths_still_work():
-    import labkit.optim
-    from labkit.recipes import gpt_shakespeare as g
-
-    # every public name labkit.recipes had as a module, now the package, is the recipe module's object
-    for name in ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "gpt_config", "build_model", "split_params",
-                 "MuonAdamW", "build_optimizer", "TrainResult", "train_lm", "evaluate_lm", "build_gpt_shakespeare",
-                 "train_gpt_shakespeare", "register_all"]:
-        assert hasattr(recipes, name), name
-        if name != "register_all":
-            assert getattr(recipes, name) is getattr(g, name), name
-    assert recipes.MuonAdamW is labkit.optim.MuonAdamW and recipes.split_params is labkit.optim.split_params
-    from labkit.train import decay_groups, make_optimizer  # noqa: F401  (train keeps both names)
-
-    assert decay_groups is labkit.optim.decay_groups
-    assert set(recipes.__all__) >= {"LAB", "NANOGPT", "train_lm", "register_all", "RECIPE_MODULES", "train_config"}
-
-
 def test_train_lm_is_train_with_the_recipes_public_pieces():
-    """What notebook 08 writes out: train_config + batches + build_optimizer in labkit.train.train, with an
+    """What notebook 08 writes out: train_config + batches + lm_optimizer in labkit.train.train, with an
     evaluation and a sampling callback on the side, gives train_lm's very weights."""
     recipe = replace(LAB, **{**TINY, "steps": 4, "batch_size": 8})
     data = torch.randint(64, (2000,), generator=torch.Generator().manual_seed(3))
-    a = recipes.build_model(recipe, 64)
+    a = recipes.build_lm(recipe, 64)
     result = recipes.train_lm(a, data, recipe, progress=False)
-    b = recipes.build_model(recipe, 64)
-    config = recipes.train_config(recipe, progress=False, eval_every=2)
-    history = train(b, recipes.batches(data, recipe), config, optimizer=recipes.build_optimizer(b, recipe),
+    b = recipes.build_lm(recipe, 64)
+    config = recipes.lm_train_config(recipe, progress=False, eval_every=2)
+    history = train(b, recipes.batches(data, recipe), config, optimizer=recipes.lm_optimizer(b, recipe),
                     eval_fn=lambda m: evaluate_lm(m, data[:200], 16),
                     on_eval=lambda step, m, h: m.generate(torch.zeros(1, 1, dtype=torch.long), 3,
                                                           generator=torch.Generator().manual_seed(step)))
@@ -207,14 +182,14 @@ def test_train_lm_is_train_with_the_recipes_public_pieces():
 def test_train_lm_time_budget_stops_cleanly(monkeypatch):
     recipe = replace(LAB, **{**TINY, "steps": 1000})
     data = torch.randint(64, (2000,), generator=torch.Generator().manual_seed(3))
-    model = recipes.build_model(recipe, 64)
+    model = recipes.build_lm(recipe, 64)
     lines = []
     result = recipes.train_lm(model, data, recipe, max_seconds=0.5, progress=False, log=lines.append, log_every=5)
     assert result.stopped_early and 1 <= result.steps < 1000
     assert result.tokens == result.steps * recipe.batch_size * recipe.context_length
     assert result.train_loss is not None and not model.training
     assert len(lines) == result.steps // 5 and lines[0].startswith("step     5/1000")
-    full = recipes.train_lm(recipes.build_model(replace(recipe, steps=3), 64), data, replace(recipe, steps=3),
+    full = recipes.train_lm(recipes.build_lm(replace(recipe, steps=3), 64), data, replace(recipe, steps=3),
                             progress=False)
     assert full.steps == 3 and not full.stopped_early
 
@@ -222,7 +197,7 @@ def test_train_lm_time_budget_stops_cleanly(monkeypatch):
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
 def test_zero_init_starts_every_block_as_the_identity(tie):
     recipe = replace(LAB, **TINY, zero_init=True, tie_weights=tie)
-    model = recipes.build_model(recipe, vocab_size=64)
+    model = recipes.build_lm(recipe, vocab_size=64)
     zeroed = {n for n, p in model.named_parameters() if not p.any()}
     expected = {f"transformer.h.{i}.{part}.c_proj.weight" for i in range(2) for part in ("attn", "mlp")}
     assert zeroed == (expected if tie else expected | {"lm_head.weight"})  # a tied head is the embedding
@@ -238,19 +213,19 @@ def test_zero_init_starts_every_block_as_the_identity(tie):
         assert not logits.any() and loss.item() == pytest.approx(torch.log(torch.tensor(64.0)).item())
     # zero-initialised projections still learn: the output layer moves first (the gradient reaching the
     # blocks goes through it), then the projections
-    opt = build_optimizer(model, recipe)
+    opt = lm_optimizer(model, recipe)
     for _ in range(3):
         opt.zero_grad()
         model(x, x)[1].backward()
         opt.step()
     assert model(x, x)[1].item() < loss.item()
     assert all(p.any() for n, p in model.named_parameters() if n in expected)
-    assert not recipes.build_model(replace(recipe, zero_init=False), 64).transformer.h[0].mlp.c_proj.weight.eq(0).all()
+    assert not recipes.build_lm(replace(recipe, zero_init=False), 64).transformer.h[0].mlp.c_proj.weight.eq(0).all()
 
 
 def test_head_lr_gives_the_untied_output_layer_its_own_group():
-    model = recipes.build_model(replace(LAB, **TINY), vocab_size=64)
-    opt = build_optimizer(model, replace(LAB, **TINY, head_lr=1e-3))
+    model = recipes.build_lm(replace(LAB, **TINY), vocab_size=64)
+    opt = lm_optimizer(model, replace(LAB, **TINY, head_lr=1e-3))
     head_groups = [g for g in opt.param_groups if any(p is model.lm_head.weight for p in g["params"])]
     assert len(head_groups) == 1 and head_groups[0]["params"] == [model.lm_head.weight]
     assert head_groups[0]["lr"] == 1e-3 and head_groups[0]["weight_decay"] == LAB.weight_decay
@@ -258,6 +233,6 @@ def test_head_lr_gives_the_untied_output_layer_its_own_group():
     assert all(g["lr"] == LAB.lr for g in others)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
     # tied, the output layer is the embedding: head_lr has nothing of its own to set
-    tied = recipes.build_model(replace(LAB, **TINY, tie_weights=True), vocab_size=64)
-    opt = build_optimizer(tied, replace(LAB, **TINY, tie_weights=True, head_lr=1e-3))
+    tied = recipes.build_lm(replace(LAB, **TINY, tie_weights=True), vocab_size=64)
+    opt = lm_optimizer(tied, replace(LAB, **TINY, tie_weights=True, head_lr=1e-3))
     assert all(g["lr"] != 1e-3 for g in opt.param_groups)

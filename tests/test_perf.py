@@ -1,0 +1,48 @@
+"""labkit.perf: FLOPs counted against 6·N·tokens (and 4N + 2N_trainable for LoRA), measured peaks, throughput and memory meters."""
+
+import pytest
+import torch
+
+from labkit import perf
+from labkit.lora import apply_lora
+from labkit.models.gpt import GPT, GPTConfig
+
+
+def _gpt(fused, T=32, d=128, L=4):
+    return GPT(GPTConfig(vocab_size=512, context_length=T, n_layers=L, n_heads=4, d_model=d, pos_emb="rope", bias=False,
+                         tie_weights=False, fused_attention=fused))
+
+
+
+def _step(model, x):
+    model(x, x).loss.backward()
+
+
+def test_flop_counter_agrees_with_6_n_tokens_for_the_gpt():
+    torch.manual_seed(0)
+    B, T, d, L = 4, 32, 128, 4
+    x = torch.randint(512, (B, T))
+    model = _gpt(fused=True, T=T, d=d, L=L)
+    N = perf.matmul_params(model)
+    assert N == L * 12 * d * d + d * 512  # q, k, v, out (4 d^2) + MLP (8 d^2) per block, and the output layer
+    counted = perf.training_flops(_step, model, x)
+    analytic = perf.analytic_training_flops(N, B * T)
+    assert abs(counted / analytic - 1) < 0.10  # the target: within 10% of 6·N·tokens
+    # the explicit attention adds the scores and the weighted values: 12·L·T·d per token (forward 4·T·d per layer)
+    unfused = perf.training_flops(_step, _gpt(fused=False, T=T, d=d, L=L), x)
+    assert unfused == pytest.approx(analytic + 12 * L * T * d * B * T, rel=0.01)
+    assert unfused > counted  # the counter does see the attention when it is written out
+
+
+def test_lora_training_flops_are_4n_plus_2_n_trainable():
+    torch.manual_seed(0)
+    model = _gpt(fused=True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    apply_lora(model, rank=4, alpha=8, targets=("attn", "mlp"))
+    x = torch.randint(512, (4, 32))
+    N, trainable = perf.matmul_params(model), perf.matmul_params(model, trainable_only=True)
+    assert 0 < trainable < 0.1 * N
+    counted = perf.training_flops(_step, model, x)
+    assert counted == pytest.approx(perf.analytic_training_flops(N, x.numel(), trainable), rel=0.05)
+    assert counted < 0.75 * perf.analytic_training_flops(N, x.numel())  # not 6N: no gradient for frozen weights
