@@ -60,6 +60,7 @@ def main(argv=None) -> None:
     from labkit.diffusion import sample
     from labkit.metrics import frechet_distance
     from labkit.recipes import ddpm_digits as dd
+    from labkit.tasks.digits import train_digit_classifier
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-seconds", type=float, default=300.0, help="training wall-time budget")
@@ -88,7 +89,7 @@ def main(argv=None) -> None:
     print(f"trained {meta['train_steps']} steps in {meta['train_seconds']:.0f} s, held-out loss {meta['val_loss']:.4f}",
           flush=True)
     t0 = time.perf_counter()
-    judge, judge_acc = dd.train_digit_classifier(data, steps=args.judge_steps)
+    judge, judge_acc = train_digit_classifier(data, steps=args.judge_steps)
     print(f"judge: held-out accuracy {judge_acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     real = judge.features(data.val_x).detach()
 

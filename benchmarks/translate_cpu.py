@@ -99,16 +99,16 @@ class TorchTransformerSeq2Seq(Seq2SeqTransformer):
     def blocks(self) -> nn.Module:
         return nn.ModuleList([self.torch_encoder.layers, self.torch_decoder.layers])
 
-    def encode(self, src, src_padding_mask=None):
+    def encode(self, src, src_mask=None):
         self._check_ids(src, self.config.src_vocab_size, "src")
-        mask = self.padding_mask(src) if src_padding_mask is None else src_padding_mask
-        return self.torch_encoder(self._embed(self.src_embed, src), src_key_padding_mask=mask)
+        mask = self.token_mask(src) if src_mask is None else src_mask  # labkit's: True at real tokens
+        return self.torch_encoder(self._embed(self.src_embed, src), src_key_padding_mask=~mask)  # PyTorch's: True = pad
 
-    def decode(self, tgt_in, memory, src_padding_mask=None, last_only=False):
+    def decode(self, tgt_in, memory, src_mask=None, last_only=False):
         self._check_ids(tgt_in, self.config.tgt_vocab_size, "tgt_in")
         causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.size(1), device=tgt_in.device)
         h = self.torch_decoder(self._embed(self.tgt_embed, tgt_in), memory, tgt_mask=causal,
-                               memory_key_padding_mask=src_padding_mask, tgt_is_causal=True)
+                               memory_key_padding_mask=None if src_mask is None else ~src_mask, tgt_is_causal=True)
         return self.lm_head(h[:, -1:] if last_only else h)
 
 

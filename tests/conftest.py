@@ -68,3 +68,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def short_clip():
+    """A short clip-digits run (about 10 s), shared by the CLIP recipe's tests and the text-to-image recipe's."""
+    import dataclasses
+
+    from labkit.recipes import clip_digits as cd
+
+    recipe = dataclasses.replace(cd.CLIP_DIGITS, steps=150, batch_size=64, warmup_steps=15, image_width=32)
+    return cd.train_clip_digits(recipe, progress=False)

@@ -1,4 +1,5 @@
-"""labkit.attention against PyTorch: F.scaled_dot_product_attention and nn.MultiheadAttention."""
+"""labkit.attention against PyTorch (F.scaled_dot_product_attention, nn.MultiheadAttention), capture_attention, and
+the induction-head tools: the prefix-matching score and head ablation."""
 
 import pytest
 import torch
@@ -7,7 +8,15 @@ from torch import nn
 from torch.testing import assert_close
 from torch_compare import assert_grads_equal, grads_in_torch_names  # noqa: F401
 
-from labkit.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from labkit.attention import (
+    MultiHeadAttention,
+    ablate_heads,
+    capture_attention,
+    causal_mask,
+    prefix_matching_score,
+    scaled_dot_product_attention,
+)
+from labkit.models.gpt import GPT, GPTConfig
 
 B, H, T_Q, T_K, D_K, D_V = 2, 3, 5, 7, 8, 6
 
@@ -176,7 +185,15 @@ def _torch_mha(bias=True, seed=0):
 
 
 def _mha_case(case, T_q, T_k):
-    """(kwargs for ours, kwargs for nn.MultiheadAttention) for one mask case."""
+    """(kwargs for ours, kwargs for nn.MultiheadAttention) for one mask case. labkit's boolean masks are True
+    where attention is allowed, PyTorch's True where it is blocked: the same mask goes in inverted."""
+    ours, theirs = _mha_case_torch(case, T_q, T_k)
+    flip = {k: ~v if isinstance(v, torch.Tensor) and v.dtype == torch.bool else v for k, v in ours.items()}
+    return {("key_mask" if k == "key_padding_mask" else k): v for k, v in flip.items()}, theirs
+
+
+def _mha_case_torch(case, T_q, T_k):
+    """Both kwargs in PyTorch's convention (True = blocked)."""
     g = torch.Generator().manual_seed(2)
     lengths = torch.tensor([T_k, T_k - 2])
     padding = torch.arange(T_k)[None, :] >= lengths[:, None]  # (B, T_k) True = pad
@@ -277,8 +294,8 @@ def test_mha_fully_padded_sequence_gives_bias_not_nan():
     x, mem = torch.randn(B, 4, D_MODEL), torch.randn(B, 6, D_MODEL)
     padding = torch.zeros(B, 6, dtype=torch.bool)
     padding[1] = True  # second sequence is all padding
-    fast, _ = mha(x, mem, mem, key_padding_mask=padding)
-    slow, w = mha(x, mem, mem, key_padding_mask=padding, need_weights=True)
+    fast, _ = mha(x, mem, mem, key_mask=~padding)
+    slow, w = mha(x, mem, mem, key_mask=~padding, need_weights=True)
     assert (w[1] == 0).all()
     assert_close(fast[1], mha.out_proj.bias.expand(4, D_MODEL))  # attention output 0, then out_proj
     assert_close(fast, slow)
@@ -319,8 +336,8 @@ def test_mha_errors():
         mha(x, x, x[:, :3])
     with pytest.raises(ValueError, match=r"attn_mask must have shape \(T_q, T_k\)=\(5, 5\)"):
         mha(x, x, x, attn_mask=torch.zeros(4, 5, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, T_k\)=\(2, 5\), got \(5, 2\)"):
-        mha(x, x, x, key_padding_mask=torch.zeros(5, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"key_mask must have shape \(B, T_k\)=\(2, 5\), got \(5, 2\)"):
+        mha(x, x, x, key_mask=torch.ones(5, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="batch_first=True"):
         MultiHeadAttention.from_torch(nn.MultiheadAttention(D_MODEL, N_HEADS))
     with pytest.raises(ValueError, match="kdim == vdim == embed_dim=16, got kdim=8, vdim=16"):
@@ -333,18 +350,16 @@ def test_mha_errors():
 
 
 def test_capture_gives_the_explicit_weights_of_the_fused_path():
-    from labkit.attention import capture_attention
-
     torch.manual_seed(0)
     mha = _perturb_mha(MultiHeadAttention(D_MODEL, N_HEADS)).eval()
     x, mem = torch.randn(B, 6, D_MODEL), torch.randn(B, 7, D_MODEL)
-    pad = torch.arange(7)[None, :] >= torch.tensor([7, 4])[:, None]  # (B, 7) True = pad
-    fused, none = mha(x, mem, mem, key_padding_mask=pad)
+    real = torch.arange(7)[None, :] < torch.tensor([7, 4])[:, None]  # (B, 7) True = real token
+    fused, none = mha(x, mem, mem, key_mask=real)
     with capture_attention(mha) as attn:
-        out, still_none = mha(x, mem, mem, key_padding_mask=pad)  # need_weights=False: no weights returned
+        out, still_none = mha(x, mem, mem, key_mask=real)  # need_weights=False: no weights returned
     assert none is None and still_none is None
     assert list(attn) == [""] and len(attn.calls) == 1
-    _, explicit = mha(x, mem, mem, key_padding_mask=pad, need_weights=True)
+    _, explicit = mha(x, mem, mem, key_mask=real, need_weights=True)
     assert_close(out, fused)
     assert torch.equal(attn[""], explicit)
     assert_close(attn[""].sum(-1), torch.ones(B, N_HEADS, 6))
@@ -353,8 +368,6 @@ def test_capture_gives_the_explicit_weights_of_the_fused_path():
 
 
 def test_capture_weights_are_taken_before_dropout():
-    from labkit.attention import capture_attention
-
     mha = MultiHeadAttention(D_MODEL, N_HEADS, dropout=0.5).train()
     x = torch.randn(B, 6, D_MODEL)
     torch.manual_seed(0)
@@ -372,3 +385,85 @@ def _perturb_mha(m):
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return m
+
+
+# ---------------------------------------------------------------- induction heads: prefix matching and ablation
+
+
+def _repeated(T_half=20, vocab=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    half = torch.randperm(vocab, generator=g)[:T_half]  # no repeats inside a half
+    return torch.cat([half, half]).unsqueeze(0)  # (1, 2 T_half)
+
+
+def test_prefix_matching_is_one_for_a_perfect_induction_head_and_small_for_uniform():
+    tokens = _repeated()
+    T = tokens.size(1)
+    perfect = torch.zeros(1, 1, T, T)
+    half = T // 2
+    for i in range(T):
+        perfect[0, 0, i, i - half + 1 if i >= half else 0] = 1.0  # second half: the token after the earlier copy
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1).unsqueeze(1)
+    previous = torch.zeros(T, T)
+    previous[0, 0] = 1.0
+    previous[torch.arange(1, T), torch.arange(T - 1)] = 1.0  # a previous-token head: not induction
+    attn = torch.stack([perfect[0, 0], uniform, previous]).unsqueeze(0)  # (1, 3, T, T)
+    score = prefix_matching_score(attn, tokens)
+    assert score[0] == pytest.approx(1.0)
+    assert score[1] < 0.05 and score[2] == 0.0
+    with pytest.raises(ValueError, match="repeated tokens"):
+        prefix_matching_score(attn[:, :, :half, :half], tokens[:, :half])
+    with pytest.raises(ValueError, match="tokens must be"):
+        prefix_matching_score(attn, tokens[:, :-1])
+
+
+def test_prefix_matching_with_a_query_mask_scores_only_those_queries():
+    tokens = _repeated(10)
+    T = tokens.size(1)
+    attn = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1).unsqueeze(1)
+    only_last = torch.zeros(1, T, dtype=torch.bool)
+    only_last[0, -1] = True
+    # the last query (second copy, position T-1) matches key T//2 (after its earlier occurrence at T//2 - 1)
+    got = prefix_matching_score(attn.view(1, 1, T, T), tokens, only_last)
+    assert got.item() == pytest.approx(1 / T)
+
+
+# --- head ablation ---------------------------------------------------------------------
+
+
+def test_ablating_a_head_zeroes_exactly_its_contribution():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(n_heads=4, d_model=32)).eval()
+    idx = torch.randint(64, (2, 12))
+    base = model(idx).logits
+    with ablate_heads(model, {"transformer.h.1.attn": [2]}):
+        ablated = model(idx).logits
+    # the same as removing head 2's columns from layer 1's output projection
+    ref = GPT(model.config).eval()
+    ref.load_state_dict(model.state_dict())
+    hs = 32 // 4
+    with torch.no_grad():
+        ref.transformer.h[1].attn.c_proj.weight[:, 2 * hs:3 * hs] = 0.0
+    assert torch.allclose(ablated, ref(idx).logits, atol=1e-6)
+    assert not torch.allclose(ablated, base, atol=1e-4)
+    # the hook is gone afterwards, and the attention pattern of the ablated head is unchanged (only its output)
+    assert torch.equal(model(idx).logits, base)
+    with capture_attention(model, detach=True) as a1:
+        model(idx)
+    with ablate_heads(model, {"transformer.h.1.attn": [2]}), capture_attention(model, detach=True) as a2:
+        model(idx)
+    assert torch.equal(a1["transformer.h.0.attn"], a2["transformer.h.0.attn"])
+    assert torch.equal(a1["transformer.h.1.attn"], a2["transformer.h.1.attn"])
+
+
+def test_ablate_heads_says_what_is_wrong():
+    model = GPT(GPTConfig.tiny())
+    with pytest.raises(KeyError, match="attention modules are"):
+        with ablate_heads(model, {"transformer.h.5.attn": [0]}):
+            pass
+    with pytest.raises(ValueError, match="heads 0..1"):
+        with ablate_heads(model, {"transformer.h.0.attn": [2]}):
+            pass
+    with pytest.raises(TypeError, match="not a multi-head attention"):
+        with ablate_heads(model, {"transformer.h.0.mlp": [0]}):
+            pass

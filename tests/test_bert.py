@@ -90,11 +90,11 @@ def test_from_hf_ties_decoder_and_counts_params():
     assert model.num_params() == hf_params  # everything except the next-sentence head
 
 
-def test_return_attn_masks_padded_keys():
+def test_return_attention_masks_padded_keys():
     torch.manual_seed(0)
     model = BERT(BERTConfig.tiny(vocab_size=VOCAB)).eval()
     input_ids, attention_mask, _ = padded_batch()
-    out = model(input_ids, attention_mask, return_attn=True)
+    out = model(input_ids, attention_mask, return_attention=True)
     assert_close(out.logits, model(input_ids, attention_mask).logits)  # same function either path
     assert len(out.attentions) == 2
     for a in out.attentions:
@@ -214,13 +214,13 @@ def test_encode_gives_the_hidden_states_and_the_mlm_loss_builds_on_it():
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
-def test_return_attn_is_capture_attention(fused):
+def test_return_attention_is_capture_attention(fused):
     from labkit.attention import capture_attention
 
     torch.manual_seed(0)
     model = BERT(BERTConfig.tiny(vocab_size=VOCAB, fused_attention=fused)).eval()
     input_ids, attention_mask, _ = padded_batch()
-    out = model(input_ids, attention_mask, return_attn=True)
+    out = model(input_ids, attention_mask, return_attention=True)
     with capture_attention(model) as captured:
         plain = model(input_ids, attention_mask)
     assert list(captured) == ["blocks.0.attn", "blocks.1.attn"] and plain.attentions is None
@@ -230,24 +230,9 @@ def test_return_attn_is_capture_attention(fused):
     hf = perturbed(transformers.BertForMaskedLM(hf_config()))
     with torch.no_grad():
         hf_attn = hf(input_ids, attention_mask=attention_mask, output_attentions=True).attentions
-        ours = BERT.from_hf(hf).eval()(input_ids, attention_mask, return_attn=True).attentions
+        ours = BERT.from_hf(hf).eval()(input_ids, attention_mask, return_attention=True).attentions
     for a, b in zip(ours, hf_attn):
         assert_close(a, b)
-
-
-def test_checkpoints_from_before_the_shared_feed_forward_still_load():
-    from labkit.layers import FeedForward
-
-    torch.manual_seed(0)
-    model = BERT(BERTConfig.tiny(vocab_size=VOCAB))
-    assert isinstance(model.blocks[0].ffn, FeedForward)
-    old = {k.replace("ffn.linear1.", "ffn.fc1.").replace("ffn.linear2.", "ffn.fc2."): v
-           for k, v in model.state_dict().items()}  # the names bert-english v1 was saved with
-    assert any(".ffn.fc1." in k for k in old)
-    fresh = BERT(BERTConfig.tiny(vocab_size=VOCAB))
-    fresh.load_state_dict(old)  # strict
-    for k, v in model.state_dict().items():
-        assert torch.equal(fresh.state_dict()[k], v), k
 
 
 def test_mean_pool_averages_the_real_tokens_only():

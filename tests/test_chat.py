@@ -1,10 +1,10 @@
 """labkit.chat: the chat template and its assistant mask (prompt tokens carry no loss), resized embeddings
-that keep the old rows, and an SFT step that learns the assistant's tokens only."""
+that keep the old rows, an SFT step that learns the assistant's tokens only, and batched replies (respond)."""
 
 import pytest
 import torch
 
-from labkit.chat import CHAT_TOKENS, ChatTemplate, resize_token_embeddings
+from labkit.chat import CHAT_TOKENS, ChatTemplate, resize_token_embeddings, respond
 from labkit.models.gpt import GPT, GPTConfig
 from labkit.tokenizers import CharTokenizer
 
@@ -113,3 +113,40 @@ def test_length_grouped_batches_pad_less_and_draw_every_conversation():
         length_grouped_batches(CHAT, convs, batch_size=8, context_length=10)
     with pytest.raises(ValueError, match="batch_size"):
         length_grouped_batches(CHAT, convs, batch_size=0)
+
+
+def _tiny_chat_model():
+    tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz .?\n")
+    chat = ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, context_length=32)).eval()
+    resize_token_embeddings(model, chat.vocab_size)
+    return tok, chat, model
+
+
+def test_respond_gives_what_one_at_a_time_generation_gives():
+    tok, chat, model = _tiny_chat_model()
+    prompts = [chat.render([{"role": "user", "content": t}], add_generation_prompt=True).ids
+               for t in ["ab", "cd", "hello there", "xy", "a b c d e f"]]
+    answers = respond(model, prompts, chat.end_id, max_new_tokens=8)
+    for p, a in zip(prompts, answers):
+        full = model.generate(torch.tensor([p]), 8, top_k=1, use_cache=False)[0, len(p):].tolist()
+        expect = full[: full.index(chat.end_id)] if chat.end_id in full else full
+        assert a == expect
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert respond(model, prompts, chat.end_id, 8, temperature=1.0, generator=g1) == \
+        respond(model, prompts, chat.end_id, 8, temperature=1.0, generator=g2)
+
+
+def test_respond_stops_at_the_end_marker_and_refuses_long_prompts():
+    tok, chat, model = _tiny_chat_model()
+    head = torch.nn.Linear(model.config.d_model, chat.vocab_size)  # the end marker is every step's argmax
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[chat.end_id] = 1.0
+    model.lm_head = head
+    prompt = chat.render([{"role": "user", "content": "hi"}], add_generation_prompt=True).ids
+    assert respond(model, [prompt], chat.end_id, 8) == [[]]
+    with pytest.raises(ValueError, match="tokens; it must be 1 to 31"):
+        respond(model, [[0] * 40], chat.end_id, 8)

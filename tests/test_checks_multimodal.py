@@ -35,7 +35,7 @@ def fuse(h, context, context_mask, w_q, w_k, w_v, w_o, n_heads):  # a learner's 
     for i in range(n_heads):
         s = slice(i * d, (i + 1) * d)
         scores = q[..., s] @ k[..., s].transpose(1, 2) / math.sqrt(d)
-        scores = scores.masked_fill(context_mask[:, None, :], float("-inf"))
+        scores = scores.masked_fill(~context_mask[:, None, :], float("-inf"))  # context_mask: True = token
         heads.append(F.softmax(scores, dim=-1) @ v[..., s])
     out = torch.cat(heads, dim=-1) @ w_o.T  # (B, H*W, C)
     return h + out.transpose(1, 2).reshape(B, C, H, W)

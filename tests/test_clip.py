@@ -61,7 +61,7 @@ def test_logits_and_loss_match_transformers_clip(data, tok, encoder):
 
     hf_config = transformers.CLIPConfig(
         text_config=dict(vocab_size=tok.vocab_size, hidden_size=c.d_model, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=c.max_len),
+                         num_attention_heads=2, max_position_embeddings=c.context_length),
         vision_config=dict(hidden_size=ours.image_encoder.out_dim, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, image_size=8, patch_size=2, num_channels=1),
         projection_dim=c.projection_dim)

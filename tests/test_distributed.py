@@ -165,3 +165,13 @@ def test_setup_asks_torch_how_many_gpus_and_says_why_it_stays_on_the_cpu(monkeyp
     monkeypatch.setattr(distributed, "is_distributed", lambda: False)
     assert distributed.setup() == (0, 2, torch.device("cpu")) and calls == ["gloo"]
     assert "2 processes share 1 GPU(s)" in capsys.readouterr().out
+
+
+def test_each_rank_gets_its_slice_of_the_global_batch():
+    data = torch.arange(1000)
+    whole = distributed.rank_batches(data, 16, 8, seed=3, rank=0, world=1)(5)
+    halves = [distributed.rank_batches(data, 16, 8, seed=3, rank=r, world=2)(5) for r in (0, 1)]
+    assert torch.equal(torch.cat([h[0] for h in halves]), whole[0])
+    assert torch.equal(torch.cat([h[1] for h in halves]), whole[1])
+    with pytest.raises(ValueError, match="divisible"):
+        distributed.rank_batches(data, 16, 7, seed=3, rank=0, world=2)

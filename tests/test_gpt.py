@@ -1,11 +1,16 @@
-"""labkit.models.gpt against Hugging Face GPT-2 (copied weights) and PyTorch's fused attention."""
+"""labkit.models.gpt against Hugging Face GPT-2 (copied weights) and PyTorch's fused attention; its KV cache; its
+weights in int8 (torchao)."""
+
+import copy
+import io
+import logging
 
 import pytest
 import torch
 from torch.testing import assert_close
 
 from labkit.generate import greedy
-from labkit.models.gpt import GPT, GPTConfig, Rotary
+from labkit.models.gpt import GPT, GPTConfig, KVCache, Rotary
 
 transformers = pytest.importorskip("transformers")
 
@@ -99,12 +104,14 @@ def test_fused_and_explicit_paths_agree(overrides):
         assert_close(p.grad, grads_e[name].grad, msg=lambda m: f"{name}: {m}")
 
 
-def test_return_attn_gives_causal_weights_per_layer():
+def test_return_attention_gives_causal_weights_per_layer():
     torch.manual_seed(0)
-    model = GPT(GPTConfig.tiny()).eval()  # fused by default; return_attn uses the explicit path
+    model = GPT(GPTConfig.tiny()).eval()  # fused by default; return_attention uses the explicit path
     x = ids(B=2, T=10, vocab=64)
-    logits, loss, attn = model(x, return_attn=True)
+    out = model(x, return_attention=True)
+    logits, attn = out.logits, out.attentions
     assert_close(logits, model(x)[0])
+    assert model(x).attentions is None and len(tuple(out)) == 2  # unpacks as (logits, loss), like nanoGPT's
     assert len(attn) == 2
     for a in attn:
         assert a.shape == (2, 2, 10, 10)
@@ -251,13 +258,14 @@ def test_output_is_a_named_tuple_and_encode_gives_the_hidden_states():
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
-def test_return_attn_is_capture_attention(fused):
+def test_return_attention_is_capture_attention(fused):
     from labkit.attention import capture_attention
 
     torch.manual_seed(0)
     model = GPT(GPTConfig.tiny(fused_attention=fused, pos_emb="rope")).eval()
     x = ids(B=2, T=10, vocab=64)
-    logits, loss, attn = model(x, x, return_attn=True)
+    out = model(x, x, return_attention=True)
+    (logits, loss), attn = out, out.attentions
     with capture_attention(model) as captured:
         out = model(x, x)
     assert list(captured) == ["transformer.h.0.attn", "transformer.h.1.attn"]
@@ -267,7 +275,7 @@ def test_return_attn_is_capture_attention(fused):
     hf = random_hf_gpt2()  # and they are GPT-2's own attention weights
     with torch.no_grad():
         hf_attn = hf(ids(), output_attentions=True).attentions
-        _, _, ours = GPT.from_hf(hf).eval()(ids(), return_attn=True)
+        ours = GPT.from_hf(hf).eval()(ids(), return_attention=True).attentions
     for a, b in zip(ours, hf_attn):
         assert_close(a, b)
 
@@ -285,3 +293,136 @@ def test_one_of_each_shared_part():
     expected = labkit.optim.decay_groups(model.parameters(), 0.3)
     assert [[id(p) for p in g["params"]] for g in opt.param_groups] == [[id(p) for p in g["params"]] for g in expected]
     assert [g["weight_decay"] for g in opt.param_groups] == [0.3, 0.0] and opt.defaults["lr"] == 1e-3
+
+
+# ---------------------------------------------------------------- the KV cache
+# The GPT's KV cache: reading a text in pieces through the cache gives the logits of reading it whole, and
+# generation with the cache gives exactly the tokens of generation without it (greedy and seeded sampling, learned
+# and rotary positions, fused and explicit attention, past the context window).
+
+
+CACHE_CONFIGS = {
+    "learned": dict(),
+    "rope-relu2": dict(pos_emb="rope", mlp="relu2", tie_weights=False, bias=False),
+    "rope-attention-only": dict(pos_emb="rope", mlp="none"),
+    "explicit-attention": dict(fused_attention=False),
+}
+
+
+def cache_model(name: str) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(**CACHE_CONFIGS[name]))
+    for p in model.parameters():  # larger weights than the init: the logits vary, so a wrong cache shows
+        p.data.mul_(3.0)
+    return model.eval()
+
+
+def cache_ids(B: int, T: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(64, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", CACHE_CONFIGS)
+def test_reading_in_pieces_through_the_cache_gives_the_whole_texts_logits(name):
+    model = cache_model(name)
+    x = cache_ids(2, 20)
+    whole = model(x).logits
+    cache = model.new_cache()
+    pieces = [model(x[:, a:b], cache=cache).logits for a, b in ((0, 7), (7, 8), (8, 13), (13, 20))]
+    assert cache.length == 20
+    assert_close(torch.cat(pieces, 1), whole, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CACHE_CONFIGS)
+def test_generation_with_the_cache_gives_the_same_tokens(name):
+    model = cache_model(name)
+    x = cache_ids(3, 5)
+    # greedy (top_k=1), 40 new tokens: past context_length (32), where the window starts to slide
+    assert torch.equal(model.generate(x, 40, top_k=1, use_cache=True), model.generate(x, 40, top_k=1, use_cache=False))
+    for seed in (0, 1):  # seeded sampling: the same draws, so the same tokens
+        cached = model.generate(x, 40, temperature=1.0, generator=torch.Generator().manual_seed(seed))
+        plain = model.generate(x, 40, temperature=1.0, generator=torch.Generator().manual_seed(seed), use_cache=False)
+        assert torch.equal(cached, plain)
+
+
+def test_the_cache_is_what_makes_a_difference():
+    # a cache holding another text's keys changes the logits: the new tokens really attend over the cache
+    model = cache_model("learned")
+    x, other = cache_ids(1, 10), cache_ids(1, 10, seed=2)
+    cache = model.new_cache()
+    model(other[:, :9], cache=cache)
+    assert not torch.allclose(model(x[:, 9:], cache=cache).logits, model(x).logits[:, 9:], atol=1e-3)
+
+
+def test_the_cache_refuses_to_grow_past_the_context():
+    model = cache_model("learned")
+    cache = model.new_cache()
+    model(cache_ids(1, 30), cache=cache)
+    with pytest.raises(ValueError, match="context_length"):
+        model(cache_ids(1, 3), cache=cache)
+    with pytest.raises(ValueError, match="holds 4 positions"):
+        KVCache(1, 4).update(0, torch.zeros(1, 1, 5, 2), torch.zeros(1, 1, 5, 2), 0)
+
+
+# ---------------------------------------------------------------- int8 weights (torchao)
+# Weight-only int8 quantization of a trained GPT (notebook 16): the weights become int8 (4 times fewer bytes), the
+# outputs change, and the held-out loss stays within 0.02 nats of the float32 model's.
+
+
+def _torchao():
+    pytest.importorskip("torchao")
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # optional CUDA extensions it cannot load on a CPU
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    return quantize_, Int8WeightOnlyConfig
+
+
+MARGIN = 0.02  # nats per character: the margin notebook 16 asserts too
+
+
+@pytest.fixture(scope="module")
+def trained_char_gpt():
+    from labkit.recipes.gpt_shakespeare import shakespeare_data
+
+    tok, train_data, val_data = shakespeare_data()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=32, n_layers=2, n_heads=2, d_model=64, bias=False,
+                          tie_weights=False))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        starts = torch.randint(len(train_data) - 33, (32,), generator=g).tolist()
+        x = torch.stack([train_data[s:s + 32] for s in starts])
+        y = torch.stack([train_data[s + 1:s + 33] for s in starts])
+        model(x, y).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return model.eval(), val_data[:20_001]
+
+
+def _held_out_loss(model, data, block=32):
+    n = (len(data) - 1) // block
+    x = data[:n * block].view(n, block)
+    y = data[1:n * block + 1].view(n, block)
+    with torch.no_grad():
+        return model(x, y).loss.item()
+
+
+def _stored_bytes(model):
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return len(buffer.getvalue())
+
+
+def test_int8_weights_keep_the_loss(trained_char_gpt):
+    quantize_, Int8WeightOnlyConfig = _torchao()
+    model, val = trained_char_gpt
+    int8 = copy.deepcopy(model)
+    quantize_(int8, Int8WeightOnlyConfig())
+    assert type(int8.transformer.h[0].mlp.c_fc.weight).__name__ == "Int8Tensor"
+    loss, loss_int8 = _held_out_loss(model, val), _held_out_loss(int8, val)
+    assert loss < 3.0  # it trained_char_gpt (a uniform guess over 65 characters is 4.17)
+    x = val[:64].view(2, 32)
+    with torch.no_grad():
+        assert not torch.equal(model(x).logits, int8(x).logits)  # the weights really were rounded
+    assert abs(loss_int8 - loss) < MARGIN
+    assert _stored_bytes(int8) < 0.5 * _stored_bytes(model)

@@ -51,9 +51,9 @@ def _padding(T_k):
 
 
 def test_sinusoidal_table_follows_the_paper():
-    d, max_len = 6, 20
-    pe = SinusoidalPositionalEncoding(d, max_len=max_len).pe
-    assert pe.shape == (max_len, d)
+    d, context_length = 6, 20
+    pe = SinusoidalPositionalEncoding(d, context_length=context_length).pe
+    assert pe.shape == (context_length, d)
     for pos in (0, 1, 7, 19):
         for i in range(d // 2):
             angle = pos / 10000 ** (2 * i / d)
@@ -63,7 +63,7 @@ def test_sinusoidal_table_follows_the_paper():
 
 
 def test_sinusoidal_forward_adds_the_table_and_odd_d_model_works():
-    enc = SinusoidalPositionalEncoding(7, max_len=10)
+    enc = SinusoidalPositionalEncoding(7, context_length=10)
     x = torch.randn(B, 4, 7)
     assert_close(enc(x), x + enc.pe[:4])
     assert_close(enc.pe[3, 6], torch.tensor(math.sin(3 / 10000 ** (6 / 7))))
@@ -72,7 +72,7 @@ def test_sinusoidal_forward_adds_the_table_and_odd_d_model_works():
 
 
 def test_learned_positional_embedding():
-    emb = LearnedPositionalEmbedding(max_len=10, d_model=8)
+    emb = LearnedPositionalEmbedding(context_length=10, d_model=8)
     x = torch.randn(B, 4, 8)
     out = emb(x)
     assert_close(out, x + emb.embedding.weight[:4])
@@ -81,10 +81,10 @@ def test_learned_positional_embedding():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: SinusoidalPositionalEncoding(8, max_len=5), lambda: LearnedPositionalEmbedding(5, 8)]
+    "make", [lambda: SinusoidalPositionalEncoding(8, context_length=5), lambda: LearnedPositionalEmbedding(5, 8)]
 )
 def test_positional_errors(make):
-    with pytest.raises(ValueError, match=r"positions 0\.\.5 but max_len=5"):
+    with pytest.raises(ValueError, match=r"positions 0\.\.5 but context_length=5"):
         make()(torch.randn(B, 6, 8))
     with pytest.raises(ValueError, match=r"expected input of shape \(\.\.\., T, 8\), got \(2, 3, 4\)"):
         make()(torch.randn(B, 3, 4))
@@ -110,7 +110,7 @@ def test_rope_matches_hugging_face_llama(base, offset):
     position_ids = torch.arange(offset, offset + T).expand(B, T)
     cos, sin = _hf_rope(head_dim, base, position_ids, q)
     q_hf, k_hf = apply_rotary_pos_emb(q, k, cos, sin)
-    rope = RotaryEmbedding(head_dim, max_len=64, base=base)
+    rope = RotaryEmbedding(head_dim, context_length=64, base=base)
     assert_close(rope(q, offset=offset), q_hf)
     assert_close(rope(k, offset=offset), k_hf)
     assert_close(rope.cos[offset : offset + T], cos[0])
@@ -118,7 +118,7 @@ def test_rope_matches_hugging_face_llama(base, offset):
 
 
 def test_rope_dot_product_depends_only_on_relative_position():
-    rope = RotaryEmbedding(16, max_len=64)
+    rope = RotaryEmbedding(16, context_length=64)
     q, k = torch.randn(16), torch.randn(16)
 
     def score(m, n):  # rotated q at position m . rotated k at position n
@@ -131,7 +131,7 @@ def test_rope_dot_product_depends_only_on_relative_position():
 
 
 def test_rope_preserves_norms_and_rotates_pairs():
-    rope = RotaryEmbedding(8, max_len=32)
+    rope = RotaryEmbedding(8, context_length=32)
     x = torch.randn(B, N_HEADS, 20, 8)
     y = rope(x)
     assert_close(y.norm(dim=-1), x.norm(dim=-1))
@@ -143,8 +143,8 @@ def test_rope_preserves_norms_and_rotates_pairs():
 def test_rope_errors():
     with pytest.raises(ValueError, match="even dim.*got dim=7"):
         RotaryEmbedding(7)
-    rope = RotaryEmbedding(8, max_len=10)
-    with pytest.raises(ValueError, match=r"positions 5\.\.10 but max_len=10"):
+    rope = RotaryEmbedding(8, context_length=10)
+    with pytest.raises(ValueError, match=r"positions 5\.\.10 but context_length=10"):
         rope(torch.randn(6, 8), offset=5)
     with pytest.raises(ValueError, match=r"expected input of shape \(\.\.\., T, 8\)"):
         rope(torch.randn(6, 4))
@@ -204,7 +204,8 @@ def test_encoder_block_from_torch(activation, norm_first, padded):
     assert block.norm1.eps == 1e-6 and block.norm_first == norm_first and not block.training
     pad = _padding(T) if padded else None
     x = torch.randn(B, T, D_MODEL)
-    out = _compare_forward_backward(block, ref, dict(key_padding_mask=pad), dict(src_key_padding_mask=pad), [x])
+    ours = dict(key_mask=None if pad is None else ~pad)  # labkit: True = real token; PyTorch: True = padding
+    out = _compare_forward_backward(block, ref, ours, dict(src_key_padding_mask=pad), [x])
     assert out.shape == (B, T, D_MODEL)
 
 
@@ -214,8 +215,8 @@ def test_encoder_block_causal_and_attn_mask():
     x, pad = torch.randn(B, T, D_MODEL), _padding(T)
     blocked = torch.ones(T, T, dtype=torch.bool).triu(1)  # by hand; nn.MultiheadAttention's True = NOT allowed
     theirs = dict(src_mask=blocked, is_causal=True, src_key_padding_mask=pad)
-    _compare_forward_backward(block, ref, dict(is_causal=True, key_padding_mask=pad), theirs, [x])
-    _compare_forward_backward(block, ref, dict(attn_mask=blocked), dict(src_mask=blocked), [x])
+    _compare_forward_backward(block, ref, dict(is_causal=True, key_mask=~pad), theirs, [x])
+    _compare_forward_backward(block, ref, dict(attn_mask=~blocked), dict(src_mask=blocked), [x])
 
 
 def test_encoder_block_matches_torch_fast_path_on_real_tokens():
@@ -225,7 +226,7 @@ def test_encoder_block_matches_torch_fast_path_on_real_tokens():
     block = EncoderBlock.from_torch(ref)
     x, pad = torch.randn(B, T, D_MODEL), _padding(T)
     with torch.inference_mode():
-        out, ref_out = block(x, key_padding_mask=pad), ref(x, src_key_padding_mask=pad)
+        out, ref_out = block(x, key_mask=~pad), ref(x, src_key_padding_mask=pad)
     assert_close(out[~pad], ref_out[~pad])
 
 
@@ -268,7 +269,7 @@ def test_decoder_block_from_torch(activation, norm_first):
     block = DecoderBlock.from_torch(ref)
     x, memory = torch.randn(B, T, D_MODEL), torch.randn(B, S, D_MODEL)
     mem_pad, tgt_pad = _padding(S), _padding(T)
-    ours = dict(memory_key_padding_mask=mem_pad, tgt_key_padding_mask=tgt_pad)  # is_causal=True by default
+    ours = dict(memory_mask=~mem_pad, key_mask=~tgt_pad)  # is_causal=True by default
     theirs = dict(
         tgt_mask=nn.Transformer.generate_square_subsequent_mask(T), tgt_is_causal=True, memory_key_padding_mask=mem_pad, tgt_key_padding_mask=tgt_pad
     )
@@ -313,7 +314,7 @@ def test_encoder_stack_matches_torch_transformer_encoder():
     enc.layers = nn.ModuleList(EncoderBlock.from_torch(l) for l in ref.layers)
     enc.norm.load_state_dict(ref.norm.state_dict())
     x, pad = torch.randn(B, T, D_MODEL), _padding(T)
-    assert_close(enc(x, key_padding_mask=pad), ref(x, src_key_padding_mask=pad))
+    assert_close(enc(x, key_mask=~pad), ref(x, src_key_padding_mask=pad))
 
 
 def test_decoder_stack_matches_torch_transformer_decoder():
@@ -326,7 +327,7 @@ def test_decoder_stack_matches_torch_transformer_decoder():
     x, memory, mem_pad = torch.randn(B, T, D_MODEL), torch.randn(B, S, D_MODEL), _padding(S)
     expected = ref(x, memory, tgt_mask=nn.Transformer.generate_square_subsequent_mask(T), tgt_is_causal=True,
                    memory_key_padding_mask=mem_pad)
-    assert_close(dec(x, memory, memory_key_padding_mask=mem_pad), expected)
+    assert_close(dec(x, memory, memory_mask=~mem_pad), expected)
 
 
 def test_decoder_stack_with_target_padding_matches_torch():
@@ -340,7 +341,7 @@ def test_decoder_stack_with_target_padding_matches_torch():
     x, memory, tgt_pad = torch.randn(B, T, D_MODEL), torch.randn(B, S, D_MODEL), _padding(T)
     expected = ref(x, memory, tgt_mask=nn.Transformer.generate_square_subsequent_mask(T), tgt_is_causal=True,
                    tgt_key_padding_mask=tgt_pad)
-    got = dec(x, memory, tgt_key_padding_mask=tgt_pad)
+    got = dec(x, memory, key_mask=~tgt_pad)
     assert_close(got[~tgt_pad], expected[~tgt_pad])
 
 
@@ -364,13 +365,12 @@ def test_capture_attention_in_encoder_and_decoder_stacks(norm_first):
     src, tgt = torch.randn(B, S, D_MODEL), torch.randn(B, T, D_MODEL)
     src_pad, tgt_pad = _padding(S), _padding(T)
     with torch.no_grad():
-        plain = dec(tgt, enc(src, key_padding_mask=src_pad), memory_key_padding_mask=src_pad,
-                    tgt_key_padding_mask=tgt_pad)
+        plain = dec(tgt, enc(src, key_mask=~src_pad), memory_mask=~src_pad, key_mask=~tgt_pad)
         with capture_attention(enc) as enc_attn, capture_attention(dec) as dec_attn:
-            memory = enc(src, key_padding_mask=src_pad)
-            out = dec(tgt, memory, memory_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad)
+            memory = enc(src, key_mask=~src_pad)
+            out = dec(tgt, memory, memory_mask=~src_pad, key_mask=~tgt_pad)
         kept, hooks = _weights_by_hooks(nn.ModuleDict({"enc": enc, "dec": dec}))
-        dec(tgt, enc(src, key_padding_mask=src_pad), memory_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad)
+        dec(tgt, enc(src, key_mask=~src_pad), memory_mask=~src_pad, key_mask=~tgt_pad)
         for h in hooks:
             h.remove()
     assert_close(out, plain)  # capturing changes the path, not the result

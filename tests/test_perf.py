@@ -46,3 +46,39 @@ def test_lora_training_flops_are_4n_plus_2_n_trainable():
     counted = perf.training_flops(_step, model, x)
     assert counted == pytest.approx(perf.analytic_training_flops(N, x.numel(), trainable), rel=0.05)
     assert counted < 0.75 * perf.analytic_training_flops(N, x.numel())  # not 6N: no gradient for frozen weights
+
+
+def test_throughput_counts_tokens():
+    meter = perf.Throughput(flops_per_token=6 * 1000, device="cpu")
+    with meter:
+        torch.randn(200, 200) @ torch.randn(200, 200)
+        meter.add(5000)
+    assert meter.tokens == 5000 and meter.seconds > 0
+    assert meter.tokens_per_s == pytest.approx(5000 / meter.seconds)
+    assert meter.mfu is None  # no peak figure for a CPU
+    assert "tokens/s" in str(meter)
+
+
+def test_peak_memory_sees_a_large_temporary_tensor():
+    from labkit.perf import PeakMemory
+
+    with PeakMemory() as small:
+        torch.ones(10)
+    with PeakMemory() as big:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        x.add_(1)
+        import time
+
+        time.sleep(0.02)  # several samples while it lives
+        del x
+    assert big.peak_mib > 48 and big.peak_mib > small.peak_mib + 40
+
+
+def test_measured_peaks_and_mfu_against_a_given_peak():
+    flops = perf.measured_matmul_flops("cpu", n=256, repeats=2)
+    bandwidth = perf.measured_bandwidth("cpu", mib=8, repeats=2)
+    assert 1e8 < flops < 1e14 and 1e8 < bandwidth < 1e13
+    meter = perf.Throughput(flops_per_token=6.0, device="cpu", peak=100.0)
+    meter.tokens, meter.seconds = 10, 2.0  # 5 tokens/s x 6 FLOPs = 30 FLOP/s of a 100 FLOP/s peak
+    assert meter.mfu == pytest.approx(0.3)
+    assert perf.Throughput(flops_per_token=6.0, device="cpu").mfu is None  # a CPU has no data-sheet peak

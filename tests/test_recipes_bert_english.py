@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from labkit import zoo
+from labkit.metrics import evaluate_mlm
 from labkit.recipes import bert_english as rb
 from labkit.models.bert import BERT, BERTConfig
 from labkit.tokenizers import BERT_SPECIAL_TOKENS, BPETokenizer
@@ -80,7 +81,7 @@ def test_evaluate_and_unigram_baseline(tok):
     seqs = rb.encode_sentences(tok, SENTENCES, 12)
     torch.manual_seed(0)
     model = BERT(BERTConfig.tiny(vocab_size=tok.vocab_size))
-    r1, r2 = rb.evaluate_mlm(model, seqs, tok), rb.evaluate_mlm(model, seqs, tok)
+    r1, r2 = evaluate_mlm(model, seqs, tok), evaluate_mlm(model, seqs, tok)
     assert r1 == r2 and 0 <= r1["mlm_accuracy"] <= 1 and r1["masked_tokens"] > 0  # a fixed masking
     base = rb.unigram_baseline(seqs, seqs, tok)
     assert base["most_frequent"] == " the" and 0.1 < base["mlm_accuracy"] < 0.3
@@ -102,10 +103,10 @@ def test_tiny_training_through_the_zoo(isolated_cache, monkeypatch, capsys):
     again = zoo.load("test-bert")
     for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
-    tok = rb.load_tokenizer(again.zoo_meta)
+    tok = rb.load_bert_tokenizer(again.zoo_meta)
     assert tok.get_vocab() == rb.mlm_data(TINY).tokenizer.get_vocab()
     data = rb.mlm_data(TINY)
-    assert rb.evaluate_mlm(again, data.val, tok) == meta["val"]
+    assert evaluate_mlm(again, data.val, tok) == meta["val"]
     torch.load(zoo.path("test-bert"), weights_only=True)  # meta holds plain types only
     rb.mlm_data.cache_clear()
 
@@ -122,32 +123,13 @@ def test_same_recipe_gives_the_same_model(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
 
 
-def test_old_import_path_re_exports_the_new_homes():
-    import labkit.data
-    import labkit.evaluate
-    import labkit.models.bert
-    from labkit import recipes_bert
-
-    homes = {"pad_batch": labkit.data, "masked_batch": labkit.data, "special_tokens_mask": labkit.data,
-             "length_grouped_batches": labkit.data, "evaluate_mlm": labkit.evaluate,
-             "unigram_baseline": labkit.evaluate, "mean_pool": labkit.evaluate, "mlm_loss": labkit.models.bert}
-    for name in ["BERTRecipe", "BERT_ENGLISH", "MLMData", "english_sentences", "split_sentences",
-                 "encode_sentences", "pad_batch", "special_tokens_mask", "masked_batch", "length_grouped_batches",
-                 "mlm_data", "mlm_loss", "evaluate_mlm", "unigram_baseline", "mean_pool", "bert_config",
-                 "build_optimizer", "build_bert_english", "load_tokenizer", "train_bert_english"]:
-        assert getattr(recipes_bert, name) is getattr(homes.get(name, rb), name), name
-    assert recipes_bert.register_bert is rb.register
-    assert "register_bert" in recipes_bert.__all__
-
-
-def test_register_and_adamw_option():
-    rb.register()
+def test_the_recipe_is_listed_and_adamw_is_an_option():
     assert "bert-english" in zoo.available()
-    assert zoo.path("bert-english").name == "bert-english-v1.pt"
+    assert zoo.path("bert-english").name == f"bert-english-v{rb.RECIPE.version}.pt"
     model = BERT(BERTConfig.tiny())
-    assert isinstance(rb.build_optimizer(model, replace(TINY, optimizer="adamw")), torch.optim.AdamW)
-    muon = rb.build_optimizer(model, TINY)
+    assert isinstance(rb.bert_optimizer(model, replace(TINY, optimizer="adamw")), torch.optim.AdamW)
+    muon = rb.bert_optimizer(model, TINY)
     n_muon = sum(p.numel() for p in muon.muon.param_groups[0]["params"])
     assert n_muon == sum(p.numel() for n, p in model.blocks.named_parameters() if p.dim() == 2)
     with pytest.raises(ValueError, match="optimizer must be"):
-        rb.build_optimizer(model, replace(TINY, optimizer="sgd"))
+        rb.bert_optimizer(model, replace(TINY, optimizer="sgd"))

@@ -36,6 +36,6 @@ def test_the_meta_rebuilds_the_model_and_tokenizer(data):
     model, meta = ge.train_gpt_english(recipe, progress=False)
     again = ge.build_gpt_english(meta)
     again.load_state_dict(model.state_dict())
-    tok = ge.load_tokenizer(meta)
+    tok = ge.load_english_tokenizer(meta)
     assert tok.encode("Tom is late.") == data.tokenizer.encode("Tom is late.")
     assert meta["val_loss"] > 0 and meta["train_steps"] == 2 and meta["recipe"]["paragraph"] == recipe.paragraph

@@ -48,7 +48,7 @@ def test_shared_vocabulary_is_one_tokenizer_and_one_table(monkeypatch):
     recipe = replace(TINY, shared_vocab=True)
     data = rs.translation_data(recipe)
     assert data.src_tok is data.tgt_tok
-    model = rs.build_model(recipe, data)
+    model = rs.build_translator(recipe, data)
     assert model.src_embed is model.tgt_embed
     rs.translation_data.cache_clear()
 

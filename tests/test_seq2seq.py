@@ -18,7 +18,7 @@ PAD, BOS, EOS = 0, 1, 2
 
 def tiny(seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(src_vocab_size=13, tgt_vocab_size=11, d_model=32, n_heads=4, d_ff=64, dropout=0.0, max_len=16)
+    cfg = dict(src_vocab_size=13, tgt_vocab_size=11, d_model=32, n_heads=4, d_ff=64, dropout=0.0, context_length=16)
     cfg.update(kw)
     return Seq2SeqTransformer(Seq2SeqConfig(**cfg)).eval()
 
@@ -40,7 +40,7 @@ SRC = [[3, 4, 5, EOS], [6, EOS], [7, 8, 9, 10, 11, EOS], [12, 3, EOS]]
 def test_loss_decreases_on_a_copy_task_in_seconds():
     torch.manual_seed(0)
     model = Seq2SeqTransformer(Seq2SeqConfig(src_vocab_size=12, tgt_vocab_size=12, d_model=32, n_heads=2, d_ff=64,
-                                             dropout=0.0, label_smoothing=0.0, max_len=12)).train()
+                                             dropout=0.0, label_smoothing=0.0, context_length=12)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
 
@@ -83,7 +83,7 @@ def test_padding_is_hidden():
     padded = model(torch.tensor([[3, 4, 5, EOS, PAD, PAD, PAD]]), tgt_in).logits
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
     # whatever token sits at a masked (padded) source position, no output changes
-    mask = torch.tensor([[False, False, False, False, True, True]])
+    mask = torch.tensor([[True, True, True, True, False, False]])  # True = real token
     a = model.decode(tgt_in, model.encode(torch.tensor([[3, 4, 5, EOS, 7, 8]]), mask), mask)
     b = model.decode(tgt_in, model.encode(torch.tensor([[3, 4, 5, EOS, 11, 3]]), mask), mask)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
@@ -100,20 +100,25 @@ def test_attention_weights_have_the_documented_shapes_and_rows_sum_to_one():
     model = tiny(n_encoder_layers=2, n_decoder_layers=3)
     src = torch.tensor([[3, 4, 5, EOS, PAD], [6, 7, 8, 9, EOS]])
     tgt_in = torch.tensor([[BOS, 3, 4], [BOS, 5, 6]])
-    with torch.no_grad(), capture_attention(model) as attn:
-        model(src, tgt_in)
-    assert len(attn.layers("encoder.*self_attn")) == 2
-    assert len(attn.layers("decoder.*self_attn")) == 3 and len(attn.layers("decoder.*cross_attn")) == 3
-    for w in attn.layers("encoder.*"):
+    with torch.no_grad():
+        out = model(src, tgt_in, return_attention=True)
+        with capture_attention(model) as attn:
+            plain = model(src, tgt_in)
+    assert plain.attentions is None and torch.equal(out.logits, plain.logits)
+    weights = out.attentions
+    assert [len(weights[k]) for k in ("encoder", "decoder", "cross")] == [2, 3, 3]
+    for w in weights["encoder"]:
         assert w.shape == (2, 4, 5, 5)
-    for w in attn.layers("decoder.*self_attn"):
+    for w in weights["decoder"]:
         assert w.shape == (2, 4, 3, 3)
         assert torch.all(w.triu(1) == 0)  # causal: nothing on future positions
-    for w in attn.layers("decoder.*cross_attn"):
+    for w in weights["cross"]:
         assert w.shape == (2, 4, 3, 5)
         assert torch.all(w[0, :, :, 4] == 0)  # the padded source position gets no attention
-    for w in attn.values():
+    for w in weights["encoder"] + weights["decoder"] + weights["cross"]:
         torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+    for a, b in zip(weights["cross"], attn.layers("decoder.*cross_attn")):  # the same weights capture_attention sees
+        assert torch.equal(a, b)
 
 
 def test_the_stacks_equal_pytorchs_nn_transformer_with_copied_weights():
@@ -132,7 +137,7 @@ def test_the_stacks_equal_pytorchs_nn_transformer_with_copied_weights():
     with torch.no_grad():
         expected = ref(x, y, tgt_mask=nn.Transformer.generate_square_subsequent_mask(4), src_key_padding_mask=pad,
                        memory_key_padding_mask=pad, tgt_is_causal=True)
-        got = model.decoder(y, model.encoder(x, key_padding_mask=pad), memory_key_padding_mask=pad)
+        got = model.decoder(y, model.encoder(x, key_mask=~pad), memory_mask=~pad)  # labkit: True = token
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -148,7 +153,7 @@ def test_bad_inputs_say_what_is_wrong():
     model = tiny()
     with pytest.raises(ValueError, match="outside 0..12.*other language"):
         model(torch.tensor([[3, 40]]), torch.tensor([[BOS]]))
-    with pytest.raises(ValueError, match="max_len=16"):
+    with pytest.raises(ValueError, match="context_length=16"):
         model(torch.full((1, 20), 3), torch.tensor([[BOS]]))
     with pytest.raises(ValueError, match=r"\(B, T\) tensor of token ids"):
         model(torch.tensor([3, 4]), torch.tensor([[BOS]]))

@@ -261,11 +261,6 @@ def test_on_step_and_on_eval_events():
     assert steps == [(s, s, True) for s in range(1, 13)]
     assert evals == [(4, 4), (8, 8), (12, 12)]
     assert history.stop_reason == "max_steps" and history.completed_steps == 12
-    old = []
-    _run(callback=lambda step, m, h: old.append(step))  # the older name of on_eval
-    assert old == [4, 8, 12]
-    with pytest.raises(TypeError, match="not both"):
-        _run(callback=print, on_eval=print)
 
 
 def test_should_stop_ends_cleanly(tmp_path, capsys):

@@ -42,7 +42,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "_verified", {})
     monkeypatch.setattr(zoo, "_warned", set())
     zoo.register(zoo.Recipe("kit-a", "a", build=_build, train=_train, minutes_cpu=0.1), overwrite=True)
-    zoo.register(zoo.Recipe("kit-b", "b needs a", build=_build, train=lambda: _train(0.25), needs=("kit-a",)),
+    zoo.register(zoo.Recipe("kit-b", "b needs a", build=_build, train=lambda a: _train(0.25), needs=("kit-a",)),
                  overwrite=True)
     TRAINED.clear()
     return tmp_path / "cache"

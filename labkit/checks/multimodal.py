@@ -120,8 +120,8 @@ def check_cross_attention_fusion(learner_fn: Callable) -> CheckResult:
     """Notebook 14: ``fuse(h, context, context_mask, w_q, w_k, w_v, w_o, n_heads)``: image features h (B, C, H, W)
     attend to caption features context (B, T, C): the H*W pixels are the queries (h flattened, times w_q^T),
     the tokens the keys and values (context times w_k^T, w_v^T), split into n_heads heads, scaled dot-product
-    attention with the padding tokens (``context_mask`` False: it is True at real tokens) masked out, the heads concatenated and projected by
-    w_o^T, reshaped to (B, C, H, W) and added to h. Equal to ``labkit.attention.MultiHeadAttention`` (no biases)."""
+    attention with the padding tokens masked out (``context_mask`` is True at real tokens, False at padding), the
+    heads concatenated and projected by w_o^T, reshaped to (B, C, H, W) and added to h. Equal to ``labkit.attention.MultiHeadAttention`` (no biases)."""
     return check_close(
         "cross_attention_fusion", learner_fn, _fusion_reference, _fusion_cases(),
         hint=("Hint: q = h.flatten(2).transpose(1, 2) @ w_q.T (B, H*W, C); k, v from context; heads: .view(B, -1, "

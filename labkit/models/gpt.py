@@ -15,7 +15,7 @@ Generation keeps a **KV cache** (``KVCache``): the keys and values of the tokens
 buffer per layer, so each new token costs one position's work instead of the whole context's.
 ``model.generate(..., use_cache=True)`` (the default) gives the same tokens as ``use_cache=False``.
 
-``model(idx, targets)`` returns ``GPTOutput(logits, loss, attentions)``, a named tuple (``model(x, y).loss``);
+``model(idx, targets)`` returns a ``GPTOutput``: it unpacks as ``logits, loss`` (``model(x, y).loss`` works too);
 ``model.encode(idx)`` gives the last hidden states (after ``ln_f``), for heads of one's own.
 
 Attention weights, as every labkit model gives them: ``model(idx, return_attention=True).attentions``, a list with
@@ -76,10 +76,16 @@ class GPTConfig:
         return cls(**kw)
 
 
-class GPTOutput(NamedTuple):
+class _GPTFields(NamedTuple):
     logits: torch.Tensor  # (B, T, V) next-token scores
     loss: torch.Tensor | None = None  # mean cross-entropy against ``targets`` (None without targets)
-    attentions: list | None = None  # per layer (B, n_heads, T, T), with return_attention=True
+
+
+class GPTOutput(_GPTFields):
+    """What ``GPT.forward`` returns. It unpacks as nanoGPT's pair, ``logits, loss = model(x, y)``; the attention
+    weights asked for with ``return_attention=True`` are the ``attentions`` attribute (None otherwise)."""
+
+    attentions: list | None = None  # per layer (B, n_heads, T, T)
 
 
 class Rotary(RotaryEmbedding):
@@ -236,14 +242,15 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attention: bool = False,
                 cache: KVCache | None = None) -> GPTOutput:
-        """idx (B, T) token ids -> ``GPTOutput(logits (B, T, V), loss or None, attentions or None)``; ``targets``
+        """idx (B, T) token ids -> ``GPTOutput``: ``logits`` (B, T, V), ``loss`` (or None), ``attentions``; ``targets``
         (B, T): -100 is ignored. ``return_attention``: ``attentions`` holds each layer's weights (B, n_heads, T, T)
         (``labkit.attention.capture_attention`` underneath). With ``cache`` (a ``KVCache``), idx continues the
         cached tokens (see ``generate``)."""
         if return_attention:
             with capture_attention(self) as attn:
                 out = self.forward(idx, targets, cache=cache)
-            return out._replace(attentions=attn.layers())
+            out.attentions = attn.layers()
+            return out
         logits = self.lm_head(self.encode(idx, cache))  # (B, T, V)
         loss = None
         if targets is not None:

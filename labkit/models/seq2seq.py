@@ -8,7 +8,7 @@ Built from labkit's own blocks (``labkit.layers.Encoder`` and ``Decoder``), not 
 
 Teacher forcing: ``model(src, tgt_in, tgt_out)`` takes the target shifted right
 (``tgt_in = [bos] y``) and the target to predict (``tgt_out = y [eos]``) and returns
-``Seq2SeqOutput(logits, loss)``; the loss is label-smoothed cross-entropy over the
+a ``Seq2SeqOutput`` (``logits, loss``); the loss is label-smoothed cross-entropy over the
 non-padding target positions. ``encode`` and ``decode`` are the two halves, which
 decoding (``labkit.generate.seq2seq_greedy`` / ``seq2seq_beam_search``) calls
 separately so that the encoder runs once per sentence.
@@ -19,9 +19,9 @@ source position is never attended to. Target padding always comes after every re
 token (sentences are padded on the right), so the causal mask already hides it from
 them; the loss ignores the outputs at padded positions.
 
-Attention weights come out with ``labkit.attention.capture_attention(model)``:
-``"encoder.layers.{i}.self_attn"`` (B, h, S, S), ``"decoder.layers.{i}.self_attn"``
-(B, h, T, T) and ``"decoder.layers.{i}.cross_attn"`` (B, h, T, S).
+Attention weights, as every labkit model gives them: ``model(src, tgt_in, return_attention=True).attentions``,
+here a dict of per-layer lists: ``"encoder"`` (B, h, S, S), ``"decoder"`` (B, h, T, T) and ``"cross"`` (B, h, T, S)
+(``labkit.attention.capture_attention(model)`` underneath, which also sees the separate ``encode``/``decode`` calls).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from labkit.attention import MultiHeadAttention
+from labkit.attention import MultiHeadAttention, capture_attention
 from labkit.layers import Decoder, Encoder, SinusoidalPositionalEncoding
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqOutput", "Seq2SeqTransformer", "shift_right"]
@@ -61,9 +61,17 @@ class Seq2SeqConfig:
     label_smoothing: float = 0.1  # the paper's 0.1
 
 
-class Seq2SeqOutput(NamedTuple):
+class _Seq2SeqFields(NamedTuple):
     logits: Tensor  # (B, T, tgt_vocab_size)
     loss: Tensor | None  # label-smoothed cross-entropy over non-padding targets, if targets were given
+
+
+class Seq2SeqOutput(_Seq2SeqFields):
+    """What ``Seq2SeqTransformer.forward`` returns: unpacks as ``logits, loss``; with ``return_attention=True``
+    the ``attentions`` attribute holds ``{"encoder": [...], "decoder": [...], "cross": [...]}``, one
+    (B, n_heads, T_q, T_k) tensor per layer in each list (None otherwise)."""
+
+    attentions: dict | None = None
 
 
 def shift_right(tgt: Tensor, bos_id: int) -> Tensor:
@@ -159,8 +167,16 @@ class Seq2SeqTransformer(nn.Module):
             h = h[:, -1:]
         return self.lm_head(h)
 
-    def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None) -> Seq2SeqOutput:
-        """src (B, S), tgt_in (B, T) [and tgt_out (B, T)] -> Seq2SeqOutput(logits (B, T, V), loss)."""
+    def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None,
+                return_attention: bool = False) -> Seq2SeqOutput:
+        """src (B, S), tgt_in (B, T) [and tgt_out (B, T)] -> ``Seq2SeqOutput``: ``logits`` (B, T, V), ``loss``, and
+        with ``return_attention=True`` ``attentions`` (``labkit.attention.capture_attention`` underneath)."""
+        if return_attention:
+            with capture_attention(self) as attn:
+                out = self.forward(src, tgt_in, tgt_out)
+            out.attentions = {"encoder": attn.layers("encoder.*"), "decoder": attn.layers("decoder.*self_attn"),
+                              "cross": attn.layers("decoder.*cross_attn")}
+            return out
         src_mask = self.token_mask(src)
         logits = self.decode(tgt_in, self.encode(src, src_mask), src_mask)
         loss = None

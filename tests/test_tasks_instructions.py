@@ -1,14 +1,10 @@
-"""The instruction set of notebook 12 (labkit.instruct) and batched chat generation (labkit.chat.respond)."""
+"""labkit.tasks.instructions: the instruction set of notebook 12, its held-out phrasings and its judge."""
 
 import random
 
 import pytest
-import torch
 
 from labkit.tasks import instructions as ins
-from labkit.chat import ChatTemplate, resize_token_embeddings, respond
-from labkit.models.gpt import GPT, GPTConfig
-from labkit.tokenizers import CharTokenizer
 
 SENTENCES = ["Tom is late.", "I can't swim, can you?", "We ate the cake at noon.", "Go.",
              "This sentence has far too many words to be used here at all."]
@@ -55,43 +51,6 @@ def test_the_judge_scores_what_it_says():
     assert ins.judge("cake", "We ate.").score < good.score  # the word matters most
     assert ins.judge("cake", "We ate the big cake.").score < good.score  # shorter is better
     assert ins.exact_match(" I you ", "I you") and not ins.exact_match("i you", "I you")
-
-
-def _tiny_chat_model():
-    tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz .?\n")
-    chat = ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.tiny(vocab_size=tok.vocab_size, context_length=32)).eval()
-    resize_token_embeddings(model, chat.vocab_size)
-    return tok, chat, model
-
-
-def test_respond_gives_what_one_at_a_time_generation_gives():
-    tok, chat, model = _tiny_chat_model()
-    prompts = [chat.render([{"role": "user", "content": t}], add_generation_prompt=True).ids
-               for t in ["ab", "cd", "hello there", "xy", "a b c d e f"]]
-    answers = respond(model, prompts, chat.end_id, max_new_tokens=8)
-    for p, a in zip(prompts, answers):
-        full = model.generate(torch.tensor([p]), 8, top_k=1, use_cache=False)[0, len(p):].tolist()
-        expect = full[: full.index(chat.end_id)] if chat.end_id in full else full
-        assert a == expect
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert respond(model, prompts, chat.end_id, 8, temperature=1.0, generator=g1) == \
-        respond(model, prompts, chat.end_id, 8, temperature=1.0, generator=g2)
-
-
-def test_respond_stops_at_the_end_marker_and_refuses_long_prompts():
-    tok, chat, model = _tiny_chat_model()
-    head = torch.nn.Linear(model.config.d_model, chat.vocab_size)  # the end marker is every step's argmax
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.zero_()
-        head.bias[chat.end_id] = 1.0
-    model.lm_head = head
-    prompt = chat.render([{"role": "user", "content": "hi"}], add_generation_prompt=True).ids
-    assert respond(model, [prompt], chat.end_id, 8) == [[]]
-    with pytest.raises(ValueError, match="tokens; it must be 1 to 31"):
-        respond(model, [[0] * 40], chat.end_id, 8)
 
 
 def test_build_examples_takes_counts_per_task_and_a_length_limit():

@@ -95,8 +95,8 @@ def test_word_tokenizer(data):
     assert tok.encode("") == [tok.bos_id, tok.eos_id]  # the null caption
     for caption in data.train.captions[:50]:
         assert tok.decode(tok.encode(caption)) == caption
-    batch, pad = tok.encode_batch(["a zero", "the digit one slanted to the left"])
-    assert batch.shape == (2, 9) and pad[0].sum() == 5 and not pad[1].any()
+    batch, real = tok.encode_batch(["a zero", "the digit one slanted to the left"])  # real: True at tokens
+    assert batch.shape == (2, 9) and real[0].sum() == 4 and real[1].all()
     with pytest.raises(UnknownWordError, match="'thik' \\(did you mean 'thick'") as e:
         tok.encode("a thik 7")
     assert e.value.unknown == ["thik", "7"] and "seven" in str(e.value)

@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 
-from labkit.distributed import rank_batches
 from labkit.recipes import parse_overrides
 from labkit.recipes.gpt_shakespeare import LAB, build_lm
 from labkit.train import load_checkpoint
@@ -96,21 +95,3 @@ def test_checkpoints_load_in_one_process_and_agree(runs):
         # root of the squared gradients, so an element whose gradient is near zero can move by up to ~1e-4
         diff = (p - one[key]).abs()
         assert (diff > 1e-5).double().mean() < 0.01 and diff.max() < 1e-3, key
-
-
-def test_each_rank_gets_its_slice_of_the_global_batch():
-    data = torch.arange(1000)
-    whole = rank_batches(data, 16, 8, seed=3, rank=0, world=1)(5)
-    halves = [rank_batches(data, 16, 8, seed=3, rank=r, world=2)(5) for r in (0, 1)]
-    assert torch.equal(torch.cat([h[0] for h in halves]), whole[0])
-    assert torch.equal(torch.cat([h[1] for h in halves]), whole[1])
-    with pytest.raises(ValueError, match="divisible"):
-        rank_batches(data, 16, 7, seed=3, rank=0, world=2)
-
-
-def test_bad_overrides_say_what_is_allowed():
-    with pytest.raises(ValueError, match="expected name=value"):
-        parse_overrides(LAB, ["n_layers=2"])
-    with pytest.raises(ValueError, match="must be a int"):
-        parse_overrides(LAB, ["n_layers=two"])
-    assert parse_overrides(LAB, ["tie_weights=true", "head_lr=0.01"]).tie_weights is True
