@@ -40,7 +40,7 @@ from dataclasses import asdict, replace  # noqa: E402
 
 import torch  # noqa: E402
 
-from labkit.recipes import LAB, NANOGPT, build_lm, evaluate_lm, shakespeare_data, train_lm  # noqa: E402
+from labkit.recipes.gpt_shakespeare import LAB, NANOGPT, build_lm, evaluate_lm, shakespeare_data, train_lm  # noqa: E402
 
 RECIPES = {"nanogpt": NANOGPT, "lab": LAB}
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of one."""
+"""File plumbing shared by the data sets and the zoo: atomic writes (a reader sees the old file or the whole new
+one, never half of one), SHA-256 checks, checked downloads, and the classroom kit's address."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ USER_AGENT = "Mozilla/5.0 (labkit; Foundation Models Lab)"  # some hosts refuse 
 
 class ChecksumError(ValueError):
     """A file's SHA-256 differs from the one it must have."""
+
+
+def kit_setting() -> str:
+    """``$LABKIT_KIT_URL`` as set: ``""`` (unset), ``"off"``, or a kit's address ending in ``/``."""
+    url = os.environ.get("LABKIT_KIT_URL", "").strip()
+    if url.lower() == "off":
+        return "off"
+    return url.rstrip("/") + "/" if url else ""
 
 
 def sha256sum(path: str | os.PathLike) -> str:

@@ -288,7 +288,7 @@ def capture_attention(model: nn.Module, detach: bool = False) -> Iterator[Attent
 
     ``with capture_attention(model) as attn: model(x)`` fills ``attn`` (an ``AttentionCapture``):
     name -> (B, n_heads, T_q, T_k) weights, rows summing to 1, taken before dropout.
-    ``detach=True`` keeps no autograd graph (the default keeps it, as ``model(x, return_attn=True)`` does).
+    ``detach=True`` keeps no autograd graph (the default keeps it, as ``model(x, return_attention=True)`` does).
     """
     capture = AttentionCapture()
     watched: list[tuple[nn.Module, Callable]] = []

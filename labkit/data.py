@@ -25,13 +25,13 @@ from typing import Callable
 
 import torch
 
-from ._io import USER_AGENT, ChecksumError, download, sha256sum
+from ._io import USER_AGENT, ChecksumError, download, kit_setting, sha256sum
 
 __all__ = [
     "Dataset", "REGISTRY", "register", "fetch", "cache_dir", "sha256sum", "read_text",
     "load_fra_eng", "load_sms_spam", "load_instructions", "load_digits", "load_mnist_5k",
     "train_val_split", "random_windows", "sequential_windows",
-    "pad_batch", "length_grouped_batches", "special_tokens_mask", "masked_batch",
+    "pad_batch", "length_grouped_batches",
 ]
 
 _USER_AGENT = USER_AGENT
@@ -140,6 +140,20 @@ def _lookup(name: str) -> Dataset:
     return REGISTRY[name]
 
 
+def _from_kit(ds, target: Path, progress: bool) -> Path | None:
+    """The data set's file from the kit at ``$LABKIT_KIT_URL`` into ``target``, checked; None where no kit address
+    is set or it does not have the file. (A published release's data sets come from their own addresses.)"""
+    url = kit_setting()
+    if url in ("", "off"):
+        return None
+    try:
+        return download(url + ds.filename, target, ds.sha256, progress=progress, timeout=30.0,
+                        desc=f"Downloading {ds.filename}")
+    except (OSError, ChecksumError) as e:
+        print(f"Could not fetch {ds.filename} from the kit at {url}: {e}", flush=True)
+        return None
+
+
 def fetch(name: str, progress: bool = True, timeout: float = 30.0) -> Path:
     """Path to the verified local file of data set ``name``: LABKIT_DATA_DIR, then the cache, then a download."""
     ds = _lookup(name)
@@ -154,9 +168,7 @@ def fetch(name: str, progress: bool = True, timeout: float = 30.0) -> Path:
     if target.is_file():
         return _verify(target, ds, "Cached")
     # 3. a classroom kit's address (LABKIT_KIT_URL), if one is set
-    from .zoo.kit import fetch_data_from_kit
-
-    if (fetched := fetch_data_from_kit(ds.filename, ds.sha256, progress=progress)) is not None:
+    if (fetched := _from_kit(ds, target, progress)) is not None:
         return fetched
     # 4. download (every URL in turn), verify, then rename into place
     errors = []
@@ -305,21 +317,3 @@ def length_grouped_batches(seqs: list, batch_size: int, generator: torch.Generat
         chunks = [idx[j:j + batch_size] for j in range(0, len(idx), batch_size)]
         for c in torch.randperm(len(chunks), generator=generator).tolist():
             yield [seqs[i] for i in chunks[c]]
-
-
-def special_tokens_mask(input_ids: torch.Tensor, tok) -> torch.Tensor:
-    """True where ``input_ids`` holds one of ``tok``'s special tokens ([PAD], [CLS], [SEP], ...), which
-    are never masked; ``tok`` is a ``labkit.tokenizers.BPETokenizer`` (its special tokens take the first ids)."""
-    return input_ids.lt(len(tok.special_ids))
-
-
-def masked_batch(seqs: list[list[int]], tok, mlm_probability: float = 0.15,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad ``seqs`` and mask them 80/10/10 (``labkit.models.bert.mask_tokens``) -> (masked input_ids,
-    attention_mask, labels)."""
-    from .models.bert import mask_tokens
-
-    ids, attn = pad_batch(seqs, tok.special_ids["[PAD]"])
-    masked, labels = mask_tokens(ids, tok.special_ids["[MASK]"], tok.vocab_size, mlm_probability,
-                                 special_tokens_mask(ids, tok), generator)
-    return masked, attn, labels

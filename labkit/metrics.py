@@ -17,7 +17,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .data import masked_batch, sequential_windows
+from .data import sequential_windows
+from .models.bert import masked_batch, mlm_loss
 
 __all__ = ["lm_loss", "perplexity", "token_nll", "bits_per_byte", "accuracy", "confusion_matrix", "f1_scores",
            "macro_f1", "reference_streams", "bleu", "evaluate_mlm", "unigram_baseline", "frechet_distance",
@@ -158,8 +159,6 @@ def evaluate_mlm(model: nn.Module, seqs: list[list[int]], tok, mlm_probability: 
                  seed: int = 1234, batch_size: int = 500) -> dict[str, float]:
     """Mean masked-LM loss and accuracy over the masked positions of ``seqs`` (a BERT, its
     ``[CLS] ids [SEP]`` lists and tokenizer), masked with a fixed seed so every call sees the same blanks."""
-    from .models.bert import mlm_loss
-
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)

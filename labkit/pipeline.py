@@ -12,7 +12,7 @@ micro-batch 2 while stage 1 works on the first, and the backward runs the same w
 "bubble") is a fraction (S - 1) / (m + S - 1) of the step for S stages.
 
 Both runs build the same seeded model and see the same batches, with AdamW at a constant learning rate, so the
-two processes' losses equal the one process's up to float rounding (``tests/test_pipeline.py``). The model is a
+two processes' losses equal the one process's up to float rounding (``tests/test_scripts_pipeline.py``). The model is a
 character-level GPT on Tiny Shakespeare with untied input and output embeddings (a tied matrix would live on two
 stages). This module cuts the model (``split_gpt``, ``GPTStage``); ``labkit.scripts.pipeline`` runs it, and rank 0
 writes ``OUT/history.json``: the loss at every step and the time.

@@ -39,9 +39,9 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .threads import ThreadGovernor
 from .device import autocast, autocast_dtype
 from .optim import decay_groups
+from .threads import ThreadGovernor
 
 __all__ = ["TrainConfig", "History", "train", "warmup_cosine", "make_optimizer", "decay_groups",
            "save_checkpoint", "load_checkpoint", "default_loss"]

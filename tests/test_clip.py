@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit.tasks.captions import captioned_digits
 from labkit.diffusion import DDPMScheduler, guided_noise
 from labkit.models.clip import CLIP, CLIPConfig, info_nce
 from labkit.models.unet import TextConditionedUNet, UNet, UNetConfig
+from labkit.tasks.captions import captioned_digits
 from labkit.tokenizers import WordTokenizer
 
 

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from labkit.tasks import instructions as instruct
 from labkit.chat import ChatTemplate, resize_token_embeddings
 from labkit.models.gpt import GPT, GPTConfig
 from labkit.recipes import assistant
+from labkit.tasks import instructions as instruct
 from labkit.tokenizers import CharTokenizer
 
 TOK = CharTokenizer(string.ascii_letters + string.digits + " .,!?'\n:\"", unk="?")

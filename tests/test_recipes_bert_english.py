@@ -8,8 +8,8 @@ import torch
 
 from labkit import zoo
 from labkit.metrics import evaluate_mlm
+from labkit.models.bert import BERT, BERTConfig, masked_batch, special_tokens_mask
 from labkit.recipes import bert_english as rb
-from labkit.models.bert import BERT, BERTConfig
 from labkit.tokenizers import BERT_SPECIAL_TOKENS, BPETokenizer
 
 SENTENCES = [f"{who} {verb} the {thing}{end}"
@@ -41,16 +41,16 @@ def test_encode_pad_and_mask(tok):
     assert ids.shape == attn.shape == (50, max(map(len, seqs)))
     assert torch.equal(attn.sum(1), torch.tensor([len(s) for s in seqs]))
     assert (ids[attn == 0] == sp["[PAD]"]).all()
-    special = rb.special_tokens_mask(ids, tok)
+    special = special_tokens_mask(ids, tok)
     assert torch.equal(special, (ids == sp["[PAD]"]) | (ids == sp["[CLS]"]) | (ids == sp["[SEP]"]))
     g = torch.Generator().manual_seed(0)
-    masked, attn2, labels = rb.masked_batch(seqs * 40, tok, 0.15, g)
+    masked, attn2, labels = masked_batch(seqs * 40, tok, 0.15, g)
     assert torch.equal(attn2, rb.pad_batch(seqs * 40)[1])
     chosen = labels != -100
     ids40 = rb.pad_batch(seqs * 40, sp["[PAD]"])[0]
-    assert not (chosen & rb.special_tokens_mask(ids40, tok)).any()
+    assert not (chosen & special_tokens_mask(ids40, tok)).any()
     assert torch.equal(labels[chosen], ids40[chosen]) and torch.equal(masked[~chosen], ids40[~chosen])
-    assert 0.12 < chosen.float().sum() / (~rb.special_tokens_mask(ids40, tok)).sum() < 0.18
+    assert 0.12 < chosen.float().sum() / (~special_tokens_mask(ids40, tok)).sum() < 0.18
 
 
 def test_length_grouped_batches_are_seeded_and_tight():
@@ -70,7 +70,7 @@ def test_mlm_loss_equals_bert_loss(tok):
     torch.manual_seed(0)
     model = BERT(BERTConfig.tiny(vocab_size=tok.vocab_size)).eval()
     seqs = rb.encode_sentences(tok, SENTENCES[:16], 12)
-    ids, attn, labels = rb.masked_batch(seqs, tok, 0.3, torch.Generator().manual_seed(0))
+    ids, attn, labels = masked_batch(seqs, tok, 0.3, torch.Generator().manual_seed(0))
     loss, logits = rb.mlm_loss(model, ids, attn, labels)
     out = model(ids, attn, labels=labels)
     torch.testing.assert_close(loss, out.loss)

@@ -3,8 +3,8 @@ held-out digits zero-shot well above chance, and the saved meta rebuilds the net
 
 import torch
 
-from labkit.tasks.captions import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES
 from labkit.recipes import clip_digits as cd
+from labkit.tasks.captions import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES
 
 
 def test_caption_batches_are_reproducible_and_use_training_templates():

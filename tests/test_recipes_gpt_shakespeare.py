@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from labkit.recipes import gpt_shakespeare as recipes
 from labkit.models.gpt import GPT, GPTConfig
 from labkit.optim import MuonAdamW, split_params
+from labkit.recipes import gpt_shakespeare as recipes
 from labkit.recipes.gpt_shakespeare import LAB, evaluate_lm, lm_optimizer
 from labkit.train import TrainConfig, train
 

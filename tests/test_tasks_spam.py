@@ -3,9 +3,9 @@ classifier and records its batch shapes, stored_bytes measures what a task costs
 
 import torch
 
-from labkit.tasks import spam
 from labkit.models.bert import BERT, BERTConfig
 from labkit.models.classify import SequenceClassifier
+from labkit.tasks import spam
 
 ROWS = [("spam" if i % 7 == 0 else "ham", f"message {i} " + ("win cash now" if i % 7 == 0 else "see you soon"))
         for i in range(700)]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from labkit import data, zoo
-from labkit.zoo import kit
+from labkit.zoo import kit, sources
 
 TRAINED = []
 
@@ -274,7 +274,7 @@ def test_an_unreachable_kit_falls_back_to_training_at_once(cache, monkeypatch):
     monkeypatch.setenv("LABKIT_KIT_URL", f"http://127.0.0.1:{port}/")
     t0 = time.perf_counter()
     assert zoo.load("kit-a").zoo_source == "trained"
-    assert time.perf_counter() - t0 < kit.PROBE_SECONDS + 2
+    assert time.perf_counter() - t0 < sources.PROBE_SECONDS + 2
 
 
 def test_the_published_kit_is_this_release_of_the_repository(monkeypatch):
@@ -282,8 +282,8 @@ def test_the_published_kit_is_this_release_of_the_repository(monkeypatch):
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     expected = f"{project['urls']['Repository']}/releases/download/v{project['version']}/"
-    assert kit.release_url() == expected
+    assert sources.release_url() == expected
     monkeypatch.delenv("LABKIT_KIT_URL", raising=False)
-    assert [s.base for s in kit.sources()] == [expected]
+    assert [s.base for s in sources.sources()] == [expected]
     monkeypatch.setenv("LABKIT_KIT_URL", "off")
-    assert kit.sources() == []
+    assert sources.sources() == []

@@ -23,10 +23,10 @@ from .icl import *  # noqa: F401,F403
 from .icl import __all__ as _icl_all
 from .multimodal import *  # noqa: F401,F403
 from .multimodal import __all__ as _multimodal_all
-from .pretraining import *  # noqa: F401,F403
-from .pretraining import __all__ as _pretraining_all
 from .positions import *  # noqa: F401,F403
 from .positions import __all__ as _positions_all
+from .pretraining import *  # noqa: F401,F403
+from .pretraining import __all__ as _pretraining_all
 from .sampling import *  # noqa: F401,F403
 from .sampling import __all__ as _sampling_all
 from .scaling import *  # noqa: F401,F403

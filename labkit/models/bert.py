@@ -33,7 +33,8 @@ from ..attention import capture_attention, is_capturing, record_attention
 from ..data import pad_batch
 from ..layers import FeedForward, normal_init
 
-__all__ = ["BERTConfig", "BERT", "BERTOutput", "mask_tokens", "mlm_loss", "mean_pool"]
+__all__ = ["BERTConfig", "BERT", "BERTOutput", "mask_tokens", "special_tokens_mask", "masked_batch", "mlm_loss",
+           "mean_pool"]
 
 
 @dataclass
@@ -332,3 +333,18 @@ def mean_pool(model: nn.Module, seqs: list[list[int]], pad_id: int = 0, batch_si
         out.append((h * m).sum(1) / m.sum(1))  # (B, d)
     model.train(was_training)
     return torch.cat(out)
+
+
+def special_tokens_mask(input_ids: torch.Tensor, tok) -> torch.Tensor:
+    """True where ``input_ids`` holds one of ``tok``'s special tokens ([PAD], [CLS], [SEP], ...), which
+    are never masked; ``tok`` is a ``labkit.tokenizers.BPETokenizer`` (its special tokens take the first ids)."""
+    return input_ids.lt(len(tok.special_ids))
+
+
+def masked_batch(seqs: list[list[int]], tok, mlm_probability: float = 0.15,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad ``seqs`` and mask them 80/10/10 (``mask_tokens``) -> (masked input_ids, attention_mask, labels)."""
+    ids, attn = pad_batch(seqs, tok.special_ids["[PAD]"])
+    masked, labels = mask_tokens(ids, tok.special_ids["[MASK]"], tok.vocab_size, mlm_probability,
+                                 special_tokens_mask(ids, tok), generator)
+    return masked, attn, labels

@@ -31,8 +31,8 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from ..tasks import instructions
 from ..chat import ChatTemplate, length_grouped_batches, respond
+from ..tasks import instructions
 from ..train import History, TrainConfig, make_optimizer, train
 from . import Recipe
 

@@ -14,12 +14,10 @@ special tokens is trained on the training sentences, every sentence becomes
 
 The loss is computed on the masked positions only (``labkit.models.bert.mlm_loss``:
 the output layer runs on the ~15% of positions that have a label, which is most of
-the saving on a CPU); it equals ``BERT(...).loss``. ``labkit.evaluate.evaluate_mlm``
+the saving on a CPU); it equals ``BERT(...).loss``. ``labkit.metrics.evaluate_mlm``
 scores a fixed, seeded masking of the held-out sentences, so that every evaluation
-sees the same blanks. The batching helpers (``pad_batch``, ``masked_batch``,
-``length_grouped_batches``) are ``labkit.data``'s, the metrics (``evaluate_mlm``,
-``unigram_baseline``, ``mean_pool``) ``labkit.evaluate``'s; they are importable from
-here too.
+sees the same blanks. The batches are ``labkit.models.bert.masked_batch`` over
+``labkit.data.length_grouped_batches``.
 """
 
 from __future__ import annotations
@@ -31,19 +29,17 @@ from typing import NamedTuple
 
 import torch
 
-from ..data import length_grouped_batches, masked_batch, pad_batch, special_tokens_mask
+from ..data import length_grouped_batches
 from ..metrics import evaluate_mlm, unigram_baseline
-from ..models.bert import mean_pool
-from ..models.bert import BERT, BERTConfig, mlm_loss
+from ..models.bert import BERT, BERTConfig, masked_batch, mlm_loss
 from ..optim import MuonAdamW, decay_groups, split_params
 from ..tokenizers import BERT_SPECIAL_TOKENS, BPETokenizer
 from ..train import TrainConfig, make_optimizer, train
 from . import Recipe
 
 __all__ = ["BERTRecipe", "BERT_ENGLISH", "MLMData", "english_sentences", "split_sentences", "encode_sentences",
-           "pad_batch", "special_tokens_mask", "masked_batch", "length_grouped_batches", "mlm_data", "mlm_loss",
-           "evaluate_mlm", "unigram_baseline", "mean_pool", "bert_config", "bert_optimizer", "bert_train_config",
-           "build_bert_english", "load_bert_tokenizer", "train_bert_english", "RECIPE"]
+           "mlm_data", "bert_config", "bert_optimizer", "bert_train_config", "build_bert_english", "load_bert_tokenizer",
+           "train_bert_english", "RECIPE"]
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import torch
 
-from ..tasks.captions import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES, CaptionedDigits, captioned_digits, make_caption, make_captions
 from ..models.clip import CLIP, CLIPConfig
+from ..tasks.captions import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES, CaptionedDigits, captioned_digits, make_caption, make_captions
 from ..tokenizers import WordTokenizer
 from ..train import TrainConfig, train
 from . import Recipe

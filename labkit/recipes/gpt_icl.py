@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..models.gpt import GPT, GPTConfig
-from ..tasks.icl import icl_accuracy, icl_batch, icl_loss, induction_scores, sample_sequences
 from ..optim import MuonAdamW, decay_groups, split_params
+from ..tasks.icl import icl_accuracy, icl_batch, icl_loss, induction_scores, sample_sequences
 from ..train import TrainConfig, make_optimizer, train
 from . import Recipe
 

@@ -35,8 +35,8 @@ from ..tokenizers import CharTokenizer
 from ..train import History, TrainConfig, make_optimizer, train
 from . import Recipe
 
-__all__ = ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "lm_config", "build_lm",
-           "split_params", "MuonAdamW", "lm_optimizer", "lm_train_config", "batches", "TrainResult", "train_lm",
+__all__ = ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "lm_config", "build_lm", "lm_optimizer",
+           "lm_train_config", "batches", "TrainResult", "train_lm",
            "evaluate_lm", "zoo_meta", "build_gpt_shakespeare", "train_gpt_shakespeare", "RECIPE"]
 
 

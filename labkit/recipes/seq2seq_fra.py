@@ -28,8 +28,8 @@ from typing import NamedTuple
 import torch
 
 from ..data import length_grouped_batches, load_fra_eng, pad_batch
-from ..metrics import bleu
 from ..generate import seq2seq_beam_search, seq2seq_greedy
+from ..metrics import bleu
 from ..models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from ..optim import MuonAdamW, decay_groups, split_params
 from ..tokenizers import BPETokenizer

@@ -40,11 +40,11 @@ from torch import nn
 from .._io import atomic_write, atomic_write_text, sha256sum
 from ..data import cache_dir
 from ..recipes import Recipe, recipes
+from .sources import MANIFEST, fetch_checkpoint
 
 __all__ = ["Recipe", "DamagedCheckpoint", "register", "available", "recipe", "order", "path", "seeded_dir",
            "find", "check", "manifest", "load", "save", "MANIFEST"]
 
-MANIFEST = "manifest.json"  # in every folder of checkpoints: file name -> sha256, bytes, and how it was trained
 
 
 class DamagedCheckpoint(RuntimeError):
@@ -292,10 +292,10 @@ def load(name: str, device: torch.device | str = "cpu", retrain: bool = False,
         if not retrain:
             if (model := _load_found(r, device)) is not None:  # trained by another process while we waited
                 return model
-            from .kit import fetch_model
-
-            if (file := fetch_model(name)) is not None and (model := _load_file(r, file, device, "downloaded")):
-                return model
+            if (entry := fetch_checkpoint(name, path(name))) is not None:
+                _record(path(name), entry)
+                if model := _load_file(r, path(name), device, "downloaded"):
+                    return model
         minutes = f" (about {r.minutes_cpu:g} min on a 2-core CPU)" if r.minutes_cpu else ""
         if retrain and path(name).is_file():
             print(f"Training {name!r} again{minutes}; it replaces {path(name)}.", flush=True)

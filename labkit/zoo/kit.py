@@ -1,5 +1,5 @@
-"""The classroom kit: every data set and every zoo model in one checked folder or archive, and the places a
-learner's zoo fetches a missing model from.
+"""The classroom kit: every data set and every zoo model in one checked folder or archive (``labkit.zoo.sources``
+is where a learner's zoo fetches a missing model from).
 
 A kit is a folder (or a ``.tar`` of it)::
 
@@ -25,113 +25,17 @@ import json
 import os
 import shutil
 import tarfile
-import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import zoo
-from .._io import USER_AGENT, ChecksumError, atomic_write_text, download, sha256sum
+from .._io import ChecksumError, atomic_write_text, sha256sum
 from ..data import REGISTRY, cache_dir, fetch
+from .sources import RELEASE_MANIFEST
 
-__all__ = ["KIT_INDEX", "PROBE_SECONDS", "Source", "sources", "release_url", "fetch_model", "build", "verify",
-           "pack", "unpack", "serve"]
+__all__ = ["KIT_INDEX", "build", "verify", "pack", "unpack", "serve"]
 
 KIT_INDEX = "kit.json"
-PROBE_SECONDS = 3.0  # how long a kit's address gets to answer for its manifest before the zoo trains instead
-RELEASE_MANIFEST = "zoo-manifest.json"  # a GitHub release's files sit side by side: the zoo's manifest renamed
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a kit's checkpoints can be fetched: ``base + file name``, listed in ``base + manifest``."""
-
-    base: str
-    manifest: str
-    data_base: str  # where its data sets are: ``data_base + file name``
-
-
-def release_url() -> str | None:
-    """The published kit of this release: ``https://github.com/OWNER/NAME/releases/download/v<version>/``, from
-    the installed package's metadata; None if the package is not installed."""
-    from importlib import metadata
-
-    try:
-        meta = metadata.metadata("foundation-models-lab")
-    except metadata.PackageNotFoundError:
-        return None
-    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [] if ", " in u)
-    repo = urls.get("Repository", "").rstrip("/")
-    return f"{repo}/releases/download/v{meta['Version']}/" if repo.startswith("https://github.com/") else None
-
-
-def sources() -> list[Source]:
-    """Where the zoo may fetch a missing checkpoint, in order: ``$LABKIT_KIT_URL`` (a served kit folder), else
-    this release's published kit; none under ``LABKIT_KIT_URL=off``."""
-    url = os.environ.get("LABKIT_KIT_URL", "").strip()
-    if url.lower() == "off":
-        return []
-    if url:
-        url = url.rstrip("/") + "/"
-        return [Source(url + "zoo/", zoo.MANIFEST, url)]
-    release = release_url()
-    return [Source(release, RELEASE_MANIFEST, release)] if release else []
-
-
-def _get_json(url: str, timeout: float) -> dict | None:
-    """``url``'s JSON within ``timeout`` seconds in all (a stalled network gives up on time), else None."""
-    answer: list = []
-
-    def get() -> None:
-        try:
-            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-            with urllib.request.urlopen(request, timeout=timeout) as r:
-                answer.append(json.loads(r.read().decode("utf-8")))
-        except (OSError, ValueError):
-            pass
-
-    thread = threading.Thread(target=get, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return answer[0] if answer else None
-
-
-def fetch_model(name: str, progress: bool = True) -> Path | None:
-    """Download ``name``'s checkpoint from the first source that lists it, checked against that source's
-    manifest, into the cache (recorded in its manifest); None if no source has it or answers in time."""
-    filename = zoo.path(name).name
-    for source in sources():
-        listing = _get_json(source.base + source.manifest, PROBE_SECONDS)
-        entry = (listing or {}).get("files", {}).get(filename)
-        if entry is None:
-            continue
-        target = zoo.path(name)
-        try:
-            download(source.base + filename, target, entry["sha256"], progress=progress, timeout=30.0,
-                     desc=f"Downloading {name}")
-        except (OSError, ChecksumError) as e:
-            print(f"Could not fetch {name!r} from {source.base}: {e}", flush=True)
-            continue
-        zoo._record(target, {**entry, "fetched_from": source.base})
-        print(f"{name!r}: fetched from {source.base} and checked ({entry['bytes'] / 1e6:.1f} MB).", flush=True)
-        return target
-    return None
-
-
-def fetch_data_from_kit(filename: str, sha256: str, progress: bool = True) -> Path | None:
-    """A data set's file from ``$LABKIT_KIT_URL`` into the cache, checked; None where there is no kit address
-    or it does not have the file. (The published release's data sets are fetched from their own addresses.)"""
-    url = os.environ.get("LABKIT_KIT_URL", "").strip()
-    if not url or url.lower() == "off":
-        return None
-    try:
-        return download(url.rstrip("/") + "/" + filename, cache_dir() / filename, sha256, progress=progress,
-                        timeout=30.0, desc=f"Downloading {filename}")
-    except (OSError, ChecksumError) as e:
-        print(f"Could not fetch {filename} from the kit at {url}: {e}", flush=True)
-        return None
 
 
 # ---- for the instructor: build, verify, pack, unpack, serve ------------------------------------------------------
