@@ -11,7 +11,7 @@ Parts (``--only``):
     parameters) trained on random tokens with bf16 autocast, ``torch.compile`` and fused attention (SDPA), AdamW
     (fused), batch ``--batch-size``. Tokens per second after the warm-up and compilation steps, and **MFU**: tokens
     per second times the model FLOPs per token (6 per matmul parameter plus attention's 12·L·T·d) over the GPU's
-    dense bf16 peak (``labkit.device.peak_flops``). Target: at least 40% on an H100/H200-class GPU.
+    dense bf16 peak (``labkit.perf.peak_flops``). Target: at least 40% on an H100/H200-class GPU.
 ``triton``
     ``labkit.flash_triton``'s FlashAttention kernel against ``F.scaled_dot_product_attention`` (causal, bf16, 16
     heads of size 64): the largest difference, and the forward time of each at sequence lengths 1,024 to 8,192.
@@ -52,9 +52,8 @@ def sync(device: torch.device) -> None:
 
 
 def gpt2_benchmark(device: torch.device, quick: bool, batch_size: int, steps: int) -> dict:
-    from labkit.perf import peak_flops
-    from labkit.perf import matmul_params
     from labkit.models.gpt import GPT, GPTConfig
+    from labkit.perf import matmul_params, peak_flops
 
     shape = (dict(vocab_size=65, context_length=64, n_layers=2, n_heads=2, d_model=64) if quick else
              dict(vocab_size=50257, context_length=1024, n_layers=12, n_heads=12, d_model=768))

@@ -9,7 +9,7 @@ fresh process. The neighbour is another PyTorch process training a small MLP on 
 second notebook, a test suite or a busy browser tab would. Policies (``LABKIT_THREAD_POLICY``):
 
 - ``fixed``: PyTorch's threads as configured at start (one per usable CPU), whatever else runs;
-- ``adaptive``: ``labkit.device.ThreadGovernor`` re-measures every 2 s how many CPUs other processes
+- ``adaptive``: ``labkit.threads.ThreadGovernor`` re-measures every 2 s how many CPUs other processes
   keep busy and gives PyTorch only the rest (at least one thread).
 
 Targets: beside the neighbour, at most 2.5x the alone time; alone, at most 10% slower than ``fixed``.
@@ -40,10 +40,10 @@ WORKLOAD = """
 import sys, time
 from dataclasses import replace
 import torch
-from labkit import recipes
+from labkit.recipes import gpt_shakespeare as recipes
 tok, train_data, _ = recipes.shakespeare_data()
 recipe = replace(recipes.NANOGPT, steps=int(sys.argv[1]))
-model = recipes.build_model(recipe, tok.vocab_size)
+model = recipes.build_lm(recipe, tok.vocab_size)
 t0 = time.perf_counter()
 result = recipes.train_lm(model, train_data, recipe, progress=False)
 print(f"{time.perf_counter() - t0:.2f} {result.train_loss:.4f} {torch.get_num_threads()}")

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .generate import sample_next
+
 __all__ = ["ROLES", "CHAT_TOKENS", "ChatTemplate", "Rendered", "resize_token_embeddings", "respond",
            "length_grouped_batches"]
 
@@ -44,7 +46,6 @@ class Rendered(NamedTuple):
 class ChatTemplate:
     """Renders conversations for a tokenizer given by ``encode`` / ``decode`` and its ``base_vocab_size``;
     the markers take the ids ``base_vocab_size .. base_vocab_size + 3``."""
-
     def __init__(self, encode: Callable[[str], list[int]], decode: Callable[[Iterable[int]], str],
                  base_vocab_size: int):
         if base_vocab_size < 1:
@@ -201,8 +202,6 @@ def respond(model: nn.Module, prompts: Sequence[Sequence[int]], end_id: int, max
     ``end_id`` or ``max_new_tokens`` tokens. ``temperature`` 0 is greedy decoding, above 0 sampling (seed it
     with ``generator``). Prompts of equal length are generated together, with the model's KV cache, so the
     answers are what one-at-a-time generation would give (no padding is involved)."""
-    from .generate import sample_next
-
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     block = model.config.context_length

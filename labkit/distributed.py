@@ -31,6 +31,8 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
+from .device import get_device
+
 __all__ = ["choose", "setup", "cleanup", "is_distributed", "rank", "world_size", "is_main", "all_reduce_mean", "comm_device",
            "free_port", "rank_batches", "torchrun", "shown", "run_command"]
 
@@ -79,8 +81,6 @@ def setup(backend: str | None = None) -> tuple[int, int, torch.device]:
     """Join the process group torchrun describes in the environment: ``(rank, world_size, device)``. ``nccl`` and
     the GPU of the rank's LOCAL_RANK where this machine has a GPU per process, else ``gloo`` on the CPU (``choose``).
     Outside torchrun (no WORLD_SIZE), nothing happens: ``(0, 1, get_device())``."""
-    from .device import get_device
-
     if "WORLD_SIZE" not in os.environ or is_distributed():
         return rank(), world_size(), get_device() if not is_distributed() else _joined_device()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

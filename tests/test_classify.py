@@ -37,6 +37,18 @@ def test_shapes_and_padding_does_not_leak(build, pooling):
     torch.testing.assert_close(model(noisy, MASK).logits, out.logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("build", [bert, gpt])
+def test_return_attention_gives_the_backbones_weights(build):
+    model = SequenceClassifier(build(), n_classes=3).eval()
+    with torch.no_grad():
+        out = model(IDS, MASK, return_attention=True)
+        plain = model(IDS, MASK)
+    logits, loss = out  # still unpacks as (logits, loss)
+    assert plain.attentions is None and loss is None
+    torch.testing.assert_close(logits, plain.logits)  # the explicit path for this call: equal up to rounding
+    assert len(out.attentions) == 1 and out.attentions[0].shape == (2, 2, 5, 5)
+
+
 def test_last_pooling_picks_the_last_real_token_of_a_gpt():
     backbone = gpt().eval()
     model = SequenceClassifier(backbone, 2, pooling="last").eval()

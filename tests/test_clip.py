@@ -110,6 +110,26 @@ def test_encoders_shapes_and_errors(data, tok):
     assert torch.allclose(model.encode_text(one), model.encode_text(longer), atol=1e-5)
 
 
+def test_return_attention_gives_each_encoders_weights(data, tok):
+    torch.manual_seed(0)
+    ids, real = tok.encode_batch(data.train.captions[:5])
+    for encoder, image_layers in (("cnn", 0), ("vit", 2)):
+        model = CLIP(vocab_size=tok.vocab_size, image_encoder=encoder).eval()
+        with torch.no_grad():
+            out = model(data.train.images[:3], ids, real, return_attention=True)
+            plain = model(data.train.images[:3], ids, real)
+        assert plain.attentions is None  # the explicit path for this call: equal up to rounding
+        torch.testing.assert_close(out.logits_per_image, plain.logits_per_image)
+        text, image = out.attentions["text"], out.attentions["image"]
+        assert len(text) == model.config.n_layers and len(image) == image_layers
+        for w in text:
+            assert w.shape == (5, 4, ids.shape[1], ids.shape[1])
+            assert torch.all(w.masked_fill(real[:, None, None, :], 0) == 0)  # no weight on padding
+            torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+        for w in image:
+            assert w.shape[0] == 3 and w.shape[-1] == w.shape[-2] == 16 + 1  # 16 patches and the class token
+
+
 def test_contrastive_steps_lower_the_loss(data, tok):
     torch.manual_seed(0)
     model = CLIP(vocab_size=tok.vocab_size)

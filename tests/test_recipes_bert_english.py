@@ -1,5 +1,4 @@
-"""The bert-english recipe: its data pipeline, its fast MLM loss, a tiny end-to-end run through the zoo,
-and the old import path labkit.recipes_bert."""
+"""The bert-english recipe: its data pipeline, its fast MLM loss, and a tiny end-to-end run through the zoo."""
 
 from dataclasses import replace
 

@@ -1,4 +1,4 @@
-"""Notebook 14's captioned digits (labkit.data.captioned_digits) and its word tokenizer: captions are
+"""Notebook 14's captioned digits (labkit.tasks.captions.captioned_digits) and its word tokenizer: captions are
 deterministic, made only of measured attributes, held-out templates and (digit, attribute) pairs never appear
 in training, the words are visible in the images, and unknown words get a clear error."""
 

@@ -1,4 +1,4 @@
-"""labkit.spam (notebook 10's task, for notebook 15): the split is stratified and disjoint, fit() trains a
+"""labkit.tasks.spam (notebook 10's task, for notebook 15): the split is stratified and disjoint, fit() trains a
 classifier and records its batch shapes, stored_bytes measures what a task costs on disk."""
 
 import torch

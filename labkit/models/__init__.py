@@ -13,10 +13,12 @@ One vocabulary and one convention for every model (Hugging Face's names appear o
 * Config fields: ``d_model`` (width of the residual stream), ``n_heads``, ``n_layers`` (depth; ``n_encoder_layers``
   and ``n_decoder_layers`` for the encoder-decoder), ``d_ff`` (the feed-forward inner width; GPT's is 4 x d_model),
   ``context_length`` (the longest input), ``dropout``, ``vocab_size``.
-* ``model(...)`` returns a named tuple with ``logits`` and ``loss``: ``GPTOutput``, ``BERTOutput``,
-  ``Seq2SeqOutput``; ``model.encode(...)`` the last hidden states (B, T, d), for pooling and task heads.
+* ``model(...)`` returns a named tuple with ``logits`` and ``loss`` (``logits, loss = model(x, y)`` unpacks it):
+  ``GPTOutput``, ``BERTOutput``, ``Seq2SeqOutput``, ``ClassifierOutput`` (CLIP's has the logits both ways);
+  ``model.encode(...)`` the last hidden states (B, T, d), for pooling and task heads.
 * Attention weights: ``model(..., return_attention=True).attentions``, one (B, n_heads, T_q, T_k) tensor per layer
-  (for the encoder-decoder a dict of its encoder, decoder and cross-attention lists), taken before dropout; built on
+  (for the encoder-decoder a dict of its encoder, decoder and cross-attention lists, for CLIP of its text and image
+  encoders'), taken before dropout; built on
   ``labkit.attention.capture_attention(model)``, which works on any module that attends.
 * Masks: a boolean mask is True where attention is allowed (a key is a real token, a query may see a key), as in
   ``F.scaled_dot_product_attention`` and Hugging Face's ``attention_mask`` (``labkit.attention`` says more).

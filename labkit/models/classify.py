@@ -23,14 +23,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..attention import capture_attention
+
 __all__ = ["ClassifierOutput", "SequenceClassifier", "POOLINGS"]
 
 POOLINGS = ("cls", "pooled", "mean", "last")
 
 
-class ClassifierOutput(NamedTuple):
+class _ClassifierFields(NamedTuple):
     logits: Tensor  # (B, n_classes)
     loss: Tensor | None  # cross-entropy, if labels were given
+
+
+class ClassifierOutput(_ClassifierFields):
+    """Unpacks as ``logits, loss``; ``attentions`` is set with ``return_attention=True`` (None otherwise)."""
+
+    attentions: list | None = None
 
 
 def _width(backbone: nn.Module) -> int:
@@ -84,7 +92,14 @@ class SequenceClassifier(nn.Module):
         return h[torch.arange(h.size(0), device=h.device), last]
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                labels: Tensor | None = None) -> ClassifierOutput:
+                labels: Tensor | None = None, return_attention: bool = False) -> ClassifierOutput:
+        """``ClassifierOutput(logits (B, n_classes), loss)``; ``return_attention``: the backbone's attention weights
+        as its ``attentions`` attribute, one (B, n_heads, T, T) tensor per layer."""
+        if return_attention:
+            with capture_attention(self) as attn:
+                out = self.forward(input_ids, attention_mask, labels)
+            out.attentions = attn.layers()
+            return out
         logits = self.head(self.dropout(self.features(input_ids, attention_mask)))  # (B, n_classes)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return ClassifierOutput(logits, loss)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attention import capture_attention
 from ..layers import Encoder
 
 __all__ = ["CLIPConfig", "CLIP", "CLIPOutput", "TextEncoder", "CNNImageEncoder", "ViTImageEncoder", "info_nce"]
@@ -63,10 +64,18 @@ class CLIPConfig:
     init_temperature: float = 0.07
 
 
-class CLIPOutput(NamedTuple):
+class _CLIPFields(NamedTuple):
     logits_per_image: torch.Tensor  # (B_images, B_texts): scaled cosine similarities
     logits_per_text: torch.Tensor  # its transpose
     loss: torch.Tensor | None  # symmetric InfoNCE (square batches of matching pairs only)
+
+
+class CLIPOutput(_CLIPFields):
+    """What ``CLIP.forward`` returns; with ``return_attention=True`` the ``attentions`` attribute holds
+    ``{"text": [...], "image": [...]}``, one (B, n_heads, T, T) tensor per layer (the image list is empty for the
+    CNN encoder), as every labkit model gives them."""
+
+    attentions: dict | None = None
 
 
 def info_nce(logits_per_image: torch.Tensor) -> torch.Tensor:
@@ -188,7 +197,15 @@ class CLIP(nn.Module):
         """Scaled cosine similarities (B_images, B_texts) of unit vectors; the scale is capped at 100."""
         return self.logit_scale.clamp(max=math.log(100)).exp() * image_emb @ text_emb.t()
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, key_mask: torch.Tensor | None = None) -> CLIPOutput:
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, key_mask: torch.Tensor | None = None,
+                return_attention: bool = False) -> CLIPOutput:
+        """Images (B, 1, H, W) and caption ids (B_t, T) with their token mask (True at real tokens) -> the
+        ``CLIPOutput``; ``return_attention``: each encoder's attention weights (``capture_attention`` underneath)."""
+        if return_attention:
+            with capture_attention(self) as attn:
+                out = self.forward(images, ids, key_mask)
+            out.attentions = {"text": attn.layers("text_encoder.*"), "image": attn.layers("image_encoder.*")}
+            return out
         logits = self.similarity(self.encode_image(images), self.encode_text(ids, key_mask))
         loss = info_nce(logits) if logits.shape[0] == logits.shape[1] else None
         return CLIPOutput(logits, logits.t(), loss)

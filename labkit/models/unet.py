@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attention import MultiHeadAttention
+
 __all__ = ["UNetConfig", "UNet", "CrossAttention", "TextConditionedUNet", "timestep_embedding"]
 
 
@@ -61,7 +63,6 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> 3x3 conv, plus the (time + label) embedding as a per-channel shift, then
     GroupNorm -> SiLU -> dropout -> 3x3 conv, added to the input (through a 1x1 conv if the width changes)."""
-
     def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float):
         super().__init__()
         self.norm1, self.conv1 = nn.GroupNorm(min(groups, c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
@@ -82,10 +83,8 @@ class CrossAttention(nn.Module):
     the context (B, T, context_dim) projected to C channels for keys and values, multi-head attention (padding
     tokens masked out), added back to the map. The output projection starts at zero, so an untrained layer
     passes the image features through unchanged."""
-
     def __init__(self, channels: int, context_dim: int, n_heads: int, groups: int):
         super().__init__()
-        from ..attention import MultiHeadAttention
 
         self.norm = nn.GroupNorm(min(groups, channels), channels)
         self.context_proj = nn.Linear(context_dim, channels)
@@ -220,7 +219,6 @@ class TextConditionedUNet(nn.Module):
     ``text_encoder(ids, key_mask)`` must return (token features (B, T, d), pooled (B, d)), as
     ``labkit.models.clip.TextEncoder`` does; with ``freeze_text`` (the default, as Stable Diffusion keeps its
     CLIP text encoder) it is not trained and stays in eval mode."""
-
     def __init__(self, unet: UNet, text_encoder: nn.Module, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
                  freeze_text: bool = True):
         super().__init__()

@@ -1,6 +1,6 @@
 """Notebook 12's recipe: ``gpt-english`` instruction-tuned into an assistant (SFT), measured by exact match.
 
-The instruction set comes from ``labkit.instruct``: examples of the trained tasks about ``gpt-english``'s
+The instruction set comes from ``labkit.tasks.instructions``: examples of the trained tasks about ``gpt-english``'s
 training sentences and most SMS messages; tests about its held-out sentences and 1,000 held-out messages,
 in three groups (trained phrasings, held-out phrasings, the held-out task). SFT is ``labkit.train`` on the
 assistant's tokens only, with batches of similar length (``labkit.chat.length_grouped_batches``)::
@@ -31,10 +31,13 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from ..chat import ChatTemplate, length_grouped_batches, respond
+from ..chat import ChatTemplate, length_grouped_batches, resize_token_embeddings, respond
+from ..data import load_sms_spam
+from ..models.gpt import GPT, GPTConfig
 from ..tasks import instructions
 from ..train import History, TrainConfig, make_optimizer, train
 from . import Recipe
+from .gpt_english import GPT_ENGLISH, english_lm_data, load_english_tokenizer
 
 __all__ = ["SFTRecipe", "SFT", "InstructionData", "instruction_data", "sft", "score", "TaskScores",
            "sft_meta", "chat_of", "train_gpt_english_sft", "build_gpt_english_sft", "RECIPE"]
@@ -73,8 +76,6 @@ def instruction_data(tok, lm_data, recipe: SFTRecipe = SFT, sms: Sequence[tuple[
     """The instruction set for ``tok`` (``gpt-english``'s tokenizer) and ``lm_data`` (its
     ``english_lm_data``): held-out sentences and messages are only ever in the tests."""
     if sms is None:
-        from ..data import load_sms_spam
-
         sms = load_sms_spam()
     sms = [(lab, t) for lab, t in sms if len(tok.encode(t)) <= recipe.max_sms_tokens]
     random.Random(recipe.seed).shuffle(sms)
@@ -150,8 +151,6 @@ def sft_meta(model: nn.Module, base_meta: dict, recipe: SFTRecipe = SFT, seconds
 
 def chat_of(meta: dict):
     """``(tokenizer, ChatTemplate)`` of a saved ``gpt-english-sft``."""
-    from .gpt_english import load_english_tokenizer
-
     tok = load_english_tokenizer(meta)
     return tok, ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
 
@@ -161,9 +160,6 @@ def train_gpt_english_sft(base: nn.Module, recipe: SFTRecipe = SFT, progress: bo
     markers added to the vocabulary, then ``sft`` on the instruction set."""
     import copy
     import time
-
-    from ..chat import resize_token_embeddings
-    from .gpt_english import GPT_ENGLISH, english_lm_data, load_english_tokenizer
 
     tok = load_english_tokenizer(base.zoo_meta)
     data = instruction_data(tok, english_lm_data(GPT_ENGLISH), recipe)
@@ -176,8 +172,6 @@ def train_gpt_english_sft(base: nn.Module, recipe: SFTRecipe = SFT, progress: bo
 
 def build_gpt_english_sft(meta: dict) -> nn.Module:
     """An untrained GPT of the shape saved in ``meta["config"]`` (the vocabulary with the chat markers)."""
-    from ..models.gpt import GPT, GPTConfig
-
     return GPT(GPTConfig(**meta["config"]))
 
 

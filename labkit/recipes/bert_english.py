@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..data import length_grouped_batches
+from ..data import length_grouped_batches, load_fra_eng
 from ..metrics import evaluate_mlm, unigram_baseline
 from ..models.bert import BERT, BERTConfig, masked_batch, mlm_loss
 from ..optim import MuonAdamW, decay_groups, split_params
@@ -45,7 +45,6 @@ __all__ = ["BERTRecipe", "BERT_ENGLISH", "MLMData", "english_sentences", "split_
 @dataclass(frozen=True)
 class BERTRecipe:
     """Everything that decides how ``bert-english`` is trained (one field per lever)."""
-
     # the data and tokenizer
     vocab_size: int = 3000  # byte-level BPE vocabulary, special tokens included
     context_length: int = 32  # longest input in tokens, [CLS] and [SEP] included (longer sentences are cut)
@@ -79,8 +78,6 @@ BERT_ENGLISH = BERTRecipe()
 
 def english_sentences() -> list[str]:
     """The English side of the Tatoeba English-French pairs, each distinct sentence once, in file order."""
-    from ..data import load_fra_eng
-
     return list(dict.fromkeys(en for en, _ in load_fra_eng()))
 
 

@@ -1,6 +1,6 @@
 """The zoo's ``clip-digits``: a small CLIP trained on captioned 8x8 digits (notebook 14).
 
-The data: ``labkit.data.captioned_digits`` (scikit-learn's digits; 300 held out by seed 0; captions made from
+The data: ``labkit.tasks.captions.captioned_digits`` (scikit-learn's digits; 300 held out by seed 0; captions made from
 each image's label and its measured thickness, width and slant). At every step a batch of training images
 gets freshly drawn captions (a random template of ``CAPTION_TEMPLATES`` each, never a held-out template or a
 held-out digit-attribute pair), so the text encoder sees every phrasing of a picture. The loss is CLIP's
@@ -71,7 +71,7 @@ CLIP_DIGITS = CLIPDigitsRecipe()
 
 @lru_cache(maxsize=4)
 def captioned_data(source: str = "digits", n_val: int = 300, quantile: float = 0.25, seed: int = 0) -> CaptionedDigits:
-    """``labkit.data.captioned_digits``, cached (treat it as read-only)."""
+    """``labkit.tasks.captions.captioned_digits``, cached (treat it as read-only)."""
     return captioned_digits(source, n_val, seed, quantile)
 
 

@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..data import load_fra_eng
 from ..models.gpt import GPT, GPTConfig
 from ..tokenizers import BPETokenizer
 from . import Recipe
@@ -50,7 +51,6 @@ __all__ = ["EnglishLMRecipe", "GPT_ENGLISH", "EnglishLMData", "english_lm_data",
 @dataclass(frozen=True)
 class EnglishLMRecipe(LMRecipe):
     """``LMRecipe`` (the model and the optimisation) plus the data and the tokenizer."""
-
     vocab_size: int = 2048  # byte-level BPE vocabulary (256 bytes + merges)
     n_val: int = 3000  # held-out sentences, the same ones as bert-english's (split seed 0)
     paragraph: int = 1  # >1: write runs of this many consecutive sentences of the file (which is sorted, so
@@ -94,8 +94,6 @@ def english_lm_data(recipe: EnglishLMRecipe = GPT_ENGLISH) -> EnglishLMData:
 
         held = set(val_text)
         if recipe.keep_duplicates:
-            from ..data import load_fra_eng
-
             in_order = [en for en, _ in load_fra_eng() if en not in held]
         else:
             in_order = [s for s in sentences if s not in held]

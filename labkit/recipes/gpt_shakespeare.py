@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..data import random_windows, read_text, train_val_split
+from ..metrics import lm_loss
 from ..models.gpt import GPT, GPTConfig
 from ..optim import MuonAdamW, decay_groups, split_params
 from ..tokenizers import CharTokenizer
@@ -45,7 +46,6 @@ __all__ = ["LMRecipe", "NANOGPT", "LAB", "shakespeare_data", "lm_config", "build
 @dataclass(frozen=True)
 class LMRecipe:
     """Everything that decides how a character-level GPT is trained (one field per lever)."""
-
     # the model (see GPTConfig)
     n_layers: int = 4  # transformer blocks
     n_heads: int = 4  # attention heads per block
@@ -155,7 +155,6 @@ def lm_optimizer(model: GPT, recipe: LMRecipe) -> torch.optim.Optimizer:
 @dataclass
 class TrainResult:
     """What ``train_lm`` did: steps taken (fewer than planned if time ran out) and time in the loop."""
-
     steps: int
     seconds: float  # wall time in the training loop (no data preparation, no final evaluation)
     tokens: int  # training tokens seen (steps x batch_size x context_length)
@@ -216,9 +215,7 @@ def train_lm(model: GPT, train_data: torch.Tensor, recipe: LMRecipe, max_seconds
 
 def evaluate_lm(model: nn.Module, data: torch.Tensor, context_length: int, batch_size: int = 256) -> float:
     """Mean next-token cross-entropy over every non-overlapping ``context_length`` window of ``data``
-    (the whole split, each token predicted once): ``labkit.evaluate.lm_loss`` with bigger batches."""
-    from ..metrics import lm_loss
-
+    (the whole split, each token predicted once): ``labkit.metrics.lm_loss`` with bigger batches."""
     return lm_loss(model, data, context_length, batch_size)
 
 

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 
 from .. import distributed
 from .._io import atomic_write_text
+from ..models.gpt import GPT, GPTConfig
 from ..pipeline import split_gpt
+from ..recipes.gpt_shakespeare import shakespeare_data
 
 __all__ = ["main"]
 
@@ -31,9 +33,6 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> dict:
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
-
-    from ..models.gpt import GPT, GPTConfig
-    from ..recipes.gpt_shakespeare import shakespeare_data
 
     p = argparse.ArgumentParser(prog="python -m labkit.scripts.pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=20)

@@ -38,6 +38,8 @@ from .. import distributed
 from .._io import atomic_write_text
 from ..perf import local_bytes
 from ..recipes import parse_overrides
+from ..recipes.gpt_shakespeare import LAB, build_lm, evaluate_lm, lm_optimizer, lm_train_config, shakespeare_data
+from ..train import save_checkpoint, train
 
 __all__ = ["RECIPES", "STRATEGIES", "main"]
 
@@ -61,8 +63,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _recipe(args: argparse.Namespace):
-    from ..recipes.gpt_shakespeare import LAB
-
     try:
         recipe = parse_overrides(LAB, args.set)
     except ValueError as e:
@@ -111,9 +111,6 @@ def _save_gathered(model, recipe, vocab_size: int, out: Path, steps: int, device
     returns the whole model (evaluated in one process), the others their shard."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    from ..recipes.gpt_shakespeare import build_lm
-    from ..train import save_checkpoint
-
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not distributed.is_main():
         return model
@@ -124,9 +121,6 @@ def _save_gathered(model, recipe, vocab_size: int, out: Path, steps: int, device
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from ..recipes.gpt_shakespeare import build_lm, lm_optimizer, evaluate_lm, shakespeare_data, lm_train_config
-    from ..train import train
-
     args = _arguments(argv)
     recipe = _recipe(args)
     rank, world, device = distributed.setup()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data import load_digits, load_mnist_5k
+from ..tokenizers import WordTokenizer
 
 __all__ = ["DIGIT_WORDS", "ATTRIBUTES", "CAPTION_TEMPLATES", "HELD_OUT_TEMPLATES", "HELD_OUT_COMBOS",
            "digit_attributes", "attribute_words", "make_caption", "make_captions", "CaptionedSplit",
@@ -142,8 +143,6 @@ class CaptionedDigits:
     @property
     def vocabulary(self) -> list[str]:
         """Every word any template can produce (for a ``labkit.tokenizers.WordTokenizer``)."""
-        from ..tokenizers import WordTokenizer
-
         texts = [t for t in CAPTION_TEMPLATES + HELD_OUT_TEMPLATES]
         texts = [make_caption(d, dict(zip(ATTRIBUTES, w)), t) for t in texts for d in range(10)
                  for w in [(None, None, None), ("narrow", "thin", "left"), ("wide", "thick", "right")]]

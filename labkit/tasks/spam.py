@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import pad_batch
+from ..data import load_sms_spam, pad_batch
 from ..metrics import macro_f1
 from ..train import History, TrainConfig, train
 
@@ -43,8 +43,6 @@ def spam_task(rows: Sequence[tuple[str, str]] | None = None, seed: int = 0) -> S
     from sklearn.model_selection import train_test_split
 
     if rows is None:
-        from ..data import load_sms_spam
-
         rows = load_sms_spam()
     texts = [t for _, t in rows]
     labels = [int(lab == "spam") for lab, _ in rows]
