@@ -28,7 +28,7 @@ import torch
 from ._io import USER_AGENT, ChecksumError, download, kit_setting, sha256sum
 
 __all__ = [
-    "Dataset", "REGISTRY", "register", "fetch", "cache_dir", "sha256sum", "read_text",
+    "Dataset", "REGISTRY", "register", "fetch", "cache_dir", "read_text",
     "load_fra_eng", "load_sms_spam", "load_instructions", "load_digits", "load_mnist_5k",
     "train_val_split", "random_windows", "sequential_windows",
     "pad_batch", "length_grouped_batches",

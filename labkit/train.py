@@ -43,7 +43,7 @@ from .device import autocast, autocast_dtype
 from .optim import decay_groups
 from .threads import ThreadGovernor
 
-__all__ = ["TrainConfig", "History", "train", "warmup_cosine", "make_optimizer", "decay_groups",
+__all__ = ["TrainConfig", "History", "train", "warmup_cosine", "make_optimizer",
            "save_checkpoint", "load_checkpoint", "default_loss"]
 
 

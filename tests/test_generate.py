@@ -1,4 +1,5 @@
-"""labkit.generate: the sampling filters, greedy decoding and beam search."""
+"""labkit.generate: the sampling filters, greedy decoding, beam search, and the KV cache (reading a text in pieces
+through it gives the logits of reading it whole; generating with it gives the tokens of generating without it)."""
 
 import itertools
 import math
@@ -9,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from labkit.generate import apply_temperature, beam_search, greedy, sample_next, top_k_filter, top_p_filter
+from labkit.generate import KVCache, apply_temperature, beam_search, greedy, sample_next, top_k_filter, top_p_filter
+from labkit.models.gpt import GPT, GPTConfig
 
 V = 50
 
@@ -294,3 +296,71 @@ def test_beam_search_compares_live_beams_before_stopping():
     (best, score), (second, score2) = hyps
     assert best == [1, 1, eos] and score == pytest.approx(-0.12)
     assert second == [eos] and score2 == pytest.approx(-1.0)
+
+
+# ---------------------------------------------------------------- the KV cache
+# The GPT's KV cache: reading a text in pieces through the cache gives the logits of reading it whole, and
+# generation with the cache gives exactly the tokens of generation without it (greedy and seeded sampling, learned
+# and rotary positions, fused and explicit attention, past the context window).
+
+
+CACHE_CONFIGS = {
+    "learned": dict(),
+    "rope-relu2": dict(pos_emb="rope", mlp="relu2", tie_weights=False, bias=False),
+    "rope-attention-only": dict(pos_emb="rope", mlp="none"),
+    "explicit-attention": dict(fused_attention=False),
+}
+
+
+def cache_model(name: str) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny(**CACHE_CONFIGS[name]))
+    for p in model.parameters():  # larger weights than the init: the logits vary, so a wrong cache shows
+        p.data.mul_(3.0)
+    return model.eval()
+
+
+def cache_ids(B: int, T: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(64, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", CACHE_CONFIGS)
+def test_reading_in_pieces_through_the_cache_gives_the_whole_texts_logits(name):
+    model = cache_model(name)
+    x = cache_ids(2, 20)
+    whole = model(x).logits
+    cache = model.new_cache()
+    pieces = [model(x[:, a:b], cache=cache).logits for a, b in ((0, 7), (7, 8), (8, 13), (13, 20))]
+    assert cache.length == 20
+    assert_close(torch.cat(pieces, 1), whole, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CACHE_CONFIGS)
+def test_generation_with_the_cache_gives_the_same_tokens(name):
+    model = cache_model(name)
+    x = cache_ids(3, 5)
+    # greedy (top_k=1), 40 new tokens: past context_length (32), where the window starts to slide
+    assert torch.equal(model.generate(x, 40, top_k=1, use_cache=True), model.generate(x, 40, top_k=1, use_cache=False))
+    for seed in (0, 1):  # seeded sampling: the same draws, so the same tokens
+        cached = model.generate(x, 40, temperature=1.0, generator=torch.Generator().manual_seed(seed))
+        plain = model.generate(x, 40, temperature=1.0, generator=torch.Generator().manual_seed(seed), use_cache=False)
+        assert torch.equal(cached, plain)
+
+
+def test_the_cache_is_what_makes_a_difference():
+    # a cache holding another text's keys changes the logits: the new tokens really attend over the cache
+    model = cache_model("learned")
+    x, other = cache_ids(1, 10), cache_ids(1, 10, seed=2)
+    cache = model.new_cache()
+    model(other[:, :9], cache=cache)
+    assert not torch.allclose(model(x[:, 9:], cache=cache).logits, model(x).logits[:, 9:], atol=1e-3)
+
+
+def test_the_cache_refuses_to_grow_past_the_context():
+    model = cache_model("learned")
+    cache = model.new_cache()
+    model(cache_ids(1, 30), cache=cache)
+    with pytest.raises(ValueError, match="context_length"):
+        model(cache_ids(1, 3), cache=cache)
+    with pytest.raises(ValueError, match="holds 4 positions"):
+        KVCache(1, 4).update(0, torch.zeros(1, 1, 5, 2), torch.zeros(1, 1, 5, 2), 0)

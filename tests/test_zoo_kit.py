@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from labkit import data, zoo
+from labkit._io import sha256sum
 from labkit.zoo import kit, sources
 
 TRAINED = []
@@ -59,7 +60,7 @@ def _flip_a_byte(file: Path) -> None:
 def test_every_saved_checkpoint_is_in_the_manifest_with_where_and_how_long(cache):
     model = zoo.load("kit-a")
     entry = zoo.manifest(zoo.path("kit-a").parent)[zoo.path("kit-a").name]
-    assert entry["sha256"] == data.sha256sum(zoo.path("kit-a")) and entry["bytes"] == zoo.path("kit-a").stat().st_size
+    assert entry["sha256"] == sha256sum(zoo.path("kit-a")) and entry["bytes"] == zoo.path("kit-a").stat().st_size
     assert entry["trained_on"].startswith("cpu") and entry["seconds"] >= 0 and entry["name"] == "kit-a"
     assert model.zoo_source == "trained" and zoo.load("kit-a").zoo_source == "cache" and TRAINED == [0.5]
 

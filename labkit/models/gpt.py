@@ -39,7 +39,7 @@ from ..generate import KVCache, sample_next
 from ..layers import RotaryEmbedding, normal_init
 from ..optim import decay_groups
 
-__all__ = ["GPTConfig", "GPT", "GPTOutput", "KVCache", "CausalSelfAttention", "MLP", "Block", "Rotary", "ReLUSquared"]
+__all__ = ["GPTConfig", "GPT", "GPTOutput", "CausalSelfAttention", "MLP", "Block", "Rotary", "ReLUSquared"]
 
 
 @dataclass
