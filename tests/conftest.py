@@ -79,3 +79,20 @@ def short_clip():
 
     recipe = dataclasses.replace(cd.CLIP_DIGITS, steps=150, batch_size=64, warmup_steps=15, image_width=32)
     return cd.train_clip_digits(recipe, progress=False)
+
+
+@pytest.fixture
+def zoo_cache(tmp_path, monkeypatch):
+    """A private cache, the shared pre-seeded data sets if any, no kit address, and test models registered."""
+    from labkit import zoo
+    from zoo_fixtures import TRAINED, build, train
+
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_KIT_URL", "off")
+    monkeypatch.setattr(zoo, "_verified", {})
+    monkeypatch.setattr(zoo, "_warned", set())
+    zoo.register(zoo.Recipe("kit-a", "a", build=build, train=train, minutes_cpu=0.1), overwrite=True)
+    zoo.register(zoo.Recipe("kit-b", "b needs a", build=build, train=lambda a: train(0.25), needs=("kit-a",)),
+                 overwrite=True)
+    TRAINED.clear()
+    return tmp_path / "cache"

@@ -1,52 +1,20 @@
 """The zoo's checksums and the classroom kit (labkit.zoo, labkit.zoo.kit, python -m labkit.zoo): damaged files are
-named and never loaded, a retrain replaces a bad pre-seeded copy, a kit packs, unpacks and serves, and a learner's
-zoo fetches a missing model from a kit's address (checked; nothing half-written stays), or trains it."""
+named and never loaded, a retrain replaces a bad pre-seeded copy, and a kit packs and unpacks."""
 
-import functools
 import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from zoo_fixtures import TRAINED, build, train
 
 from labkit import data, zoo
 from labkit._io import sha256sum
-from labkit.zoo import kit, sources
-
-TRAINED = []
-
-
-def _build(meta):
-    return nn.Linear(meta["n_in"], 1)
-
-
-def _train(value=0.5):
-    TRAINED.append(value)
-    model = nn.Linear(3, 1)
-    with torch.no_grad():
-        model.weight.fill_(value)
-        model.bias.fill_(0.0)
-    return model, {"n_in": 3}
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private cache, the shared pre-seeded data sets if any, no kit address, and test models registered."""
-    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LABKIT_KIT_URL", "off")
-    monkeypatch.setattr(zoo, "_verified", {})
-    monkeypatch.setattr(zoo, "_warned", set())
-    zoo.register(zoo.Recipe("kit-a", "a", build=_build, train=_train, minutes_cpu=0.1), overwrite=True)
-    zoo.register(zoo.Recipe("kit-b", "b needs a", build=_build, train=lambda a: _train(0.25), needs=("kit-a",)),
-                 overwrite=True)
-    TRAINED.clear()
-    return tmp_path / "cache"
+from labkit.zoo import kit
 
 
 def _flip_a_byte(file: Path) -> None:
@@ -57,7 +25,7 @@ def _flip_a_byte(file: Path) -> None:
 
 # ---- checksums ------------------------------------------------------------------------------------------------
 
-def test_every_saved_checkpoint_is_in_the_manifest_with_where_and_how_long(cache):
+def test_every_saved_checkpoint_is_in_the_manifest_with_where_and_how_long(zoo_cache):
     model = zoo.load("kit-a")
     entry = zoo.manifest(zoo.path("kit-a").parent)[zoo.path("kit-a").name]
     assert entry["sha256"] == sha256sum(zoo.path("kit-a")) and entry["bytes"] == zoo.path("kit-a").stat().st_size
@@ -66,7 +34,7 @@ def test_every_saved_checkpoint_is_in_the_manifest_with_where_and_how_long(cache
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_a_damaged_cached_checkpoint_is_named_and_retrained(cache, capsys, damage):
+def test_a_damaged_cached_checkpoint_is_named_and_retrained(zoo_cache, capsys, damage):
     zoo.load("kit-a")
     file = zoo.path("kit-a")
     if damage == "truncate":
@@ -82,7 +50,7 @@ def test_a_damaged_cached_checkpoint_is_named_and_retrained(cache, capsys, damag
     assert zoo.check(file) is None  # the retrained file replaced the bad one, and matches its manifest
 
 
-def test_a_retrain_replaces_a_bad_pre_seeded_copy_rather_than_hiding_behind_it(cache, tmp_path, monkeypatch, capsys):
+def test_a_retrain_replaces_a_bad_pre_seeded_copy_rather_than_hiding_behind_it(zoo_cache, tmp_path, monkeypatch, capsys):
     zoo.load("kit-a")
     seeded = tmp_path / "kit"
     (seeded / "zoo").mkdir(parents=True)
@@ -98,7 +66,7 @@ def test_a_retrain_replaces_a_bad_pre_seeded_copy_rather_than_hiding_behind_it(c
     assert zoo.load("kit-a").zoo_source == "cache"  # and the next load takes the good copy
 
 
-def test_a_good_pre_seeded_copy_is_used_without_training(cache, tmp_path, monkeypatch):
+def test_a_good_pre_seeded_copy_is_used_without_training(zoo_cache, tmp_path, monkeypatch):
     zoo.load("kit-a")
     seeded = tmp_path / "kit"
     kit.pack(seeded, ["kit-a"])
@@ -107,14 +75,14 @@ def test_a_good_pre_seeded_copy_is_used_without_training(cache, tmp_path, monkey
     assert zoo.load("kit-a").zoo_source == "pre-seeded" and TRAINED == [0.5]
 
 
-def test_a_checkpoint_from_before_manifests_is_loaded_and_then_recorded(cache):
+def test_a_checkpoint_from_before_manifests_is_loaded_and_then_recorded(zoo_cache):
     zoo.path("kit-a").parent.mkdir(parents=True)
     torch.save({"model": nn.Linear(3, 1).state_dict(), "meta": {"n_in": 3}}, zoo.path("kit-a"))
     assert zoo.load("kit-a").zoo_source == "cache" and TRAINED == []
     assert zoo.path("kit-a").name in zoo.manifest(zoo.path("kit-a").parent)
 
 
-def test_an_unlisted_file_that_does_not_load_is_named_and_retrained(cache, capsys):
+def test_an_unlisted_file_that_does_not_load_is_named_and_retrained(zoo_cache, capsys):
     zoo.path("kit-a").parent.mkdir(parents=True)
     zoo.path("kit-a").write_bytes(b"not a checkpoint")
     assert zoo.load("kit-a").zoo_source == "trained"
@@ -123,17 +91,17 @@ def test_an_unlisted_file_that_does_not_load_is_named_and_retrained(cache, capsy
 
 # ---- dependency order, list and verify ----------------------------------------------------------------------
 
-def test_models_are_built_after_what_they_need(cache):
+def test_models_are_built_after_what_they_need(zoo_cache):
     assert zoo.order(["kit-b"]) == ["kit-a", "kit-b"]
     assert zoo.order()[:0] == [] and zoo.order().index("gpt-english") < zoo.order().index("gpt-english-sft")
     assert zoo.order().index("clip-digits") < zoo.order().index("ddpm-text-digits")
     assert [name for name, _ in kit.build(["kit-b"], progress=False)] == ["kit-a", "kit-b"]
-    zoo.register(zoo.Recipe("kit-loop", "x", build=_build, train=_train, needs=("kit-loop",)), overwrite=True)
+    zoo.register(zoo.Recipe("kit-loop", "x", build=build, train=train, needs=("kit-loop",)), overwrite=True)
     with pytest.raises(ValueError, match="need each other: kit-loop -> kit-loop"):
         zoo.order(["kit-loop"])
 
 
-def test_verify_reports_each_bad_file(cache):
+def test_verify_reports_each_bad_file(zoo_cache):
     kit.build(["kit-b"], progress=False)
     assert all(reason is None for f, reason in kit.verify() if f.name.startswith("kit-"))
     _flip_a_byte(zoo.path("kit-b"))
@@ -162,7 +130,7 @@ def test_the_command_line_lists_and_verifies(tmp_path):
 
 # ---- the kit: pack, unpack ------------------------------------------------------------------------------------
 
-def test_pack_then_unpack_into_an_empty_cache_starts_without_training(cache, tmp_path, monkeypatch):
+def test_pack_then_unpack_into_an_empty_cache_starts_without_training(zoo_cache, tmp_path, monkeypatch):
     kit.build(["kit-b"], progress=False)
     archive = kit.pack(tmp_path / "kit.tar", ["kit-b"])
     index = json.loads((tmp_path / "kit" / kit.KIT_INDEX).read_text())
@@ -176,12 +144,12 @@ def test_pack_then_unpack_into_an_empty_cache_starts_without_training(cache, tmp
     assert not list((tmp_path / "learner").glob(".unpack-*"))
 
 
-def test_pack_says_what_to_build_first(cache, tmp_path):
+def test_pack_says_what_to_build_first(zoo_cache, tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m labkit.zoo build kit-a"):
         kit.pack(tmp_path / "kit", ["kit-a"])
 
 
-def test_a_damaged_kit_is_refused_before_anything_is_copied(cache, tmp_path, monkeypatch):
+def test_a_damaged_kit_is_refused_before_anything_is_copied(zoo_cache, tmp_path, monkeypatch):
     kit.build(["kit-a"], progress=False)
     folder = kit.pack(tmp_path / "kit", ["kit-a"])
     _flip_a_byte(folder / "zoo" / zoo.path("kit-a").name)
@@ -189,102 +157,3 @@ def test_a_damaged_kit_is_refused_before_anything_is_copied(cache, tmp_path, mon
     with pytest.raises(ValueError, match="damaged"):
         kit.unpack(folder)
     assert not (tmp_path / "learner" / "zoo").exists()
-
-
-# ---- the kit served: a learner's zoo fetches from its address -----------------------------------------------
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class _StopsMidFile(_Quiet):
-    def do_GET(self):  # noqa: N802 - http.server's name
-        if not self.path.endswith(".pt"):
-            return super().do_GET()
-        body = Path(self.directory, self.path.lstrip("/")).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2])  # then the laptop's Wi-Fi drops
-
-
-@pytest.fixture
-def served_kit(cache, tmp_path, monkeypatch):
-    """A kit with kit-a and kit-b, served on 127.0.0.1; the learner's cache is empty."""
-    kit.build(["kit-b"], progress=False)
-    folder = kit.pack(tmp_path / "kit", ["kit-b"])
-    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "learner"))
-    monkeypatch.delenv("LABKIT_DATA_DIR", raising=False)
-    TRAINED.clear()
-    servers = []
-
-    def serve(handler=_Quiet):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        monkeypatch.setenv("LABKIT_KIT_URL", f"http://127.0.0.1:{server.server_port}/")
-        return folder
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-
-
-def _leftovers(learner: Path) -> list[str]:
-    return [p.name for p in learner.rglob("*") if p.name.endswith((".partial", ".tmp"))]
-
-
-def test_a_missing_model_is_fetched_from_the_kit_and_checked(served_kit, tmp_path, capsys):
-    folder = served_kit()
-    model = zoo.load("kit-b")
-    assert model.zoo_source == "downloaded" and TRAINED == [] and float(model.weight[0, 0].detach()) == 0.25
-    assert "fetched from http://127.0.0.1" in capsys.readouterr().out
-    entry = zoo.manifest(tmp_path / "learner" / "zoo")[zoo.path("kit-b").name]
-    assert entry["fetched_from"].startswith("http://127.0.0.1") and entry["trained_on"].startswith("cpu")
-    assert zoo.load("kit-b").zoo_source == "cache"
-    assert data.fetch("sms-spam", progress=False).read_bytes() == (folder / "SMSSpamCollection").read_bytes()
-
-
-def test_a_wrong_checksum_from_the_kit_is_not_kept_and_the_model_is_trained(served_kit, tmp_path, capsys):
-    folder = served_kit()
-    listing = json.loads((folder / "zoo" / zoo.MANIFEST).read_text())
-    listing["files"][zoo.path("kit-a").name]["sha256"] = "0" * 64
-    (folder / "zoo" / zoo.MANIFEST).write_text(json.dumps(listing))
-    model = zoo.load("kit-a")
-    out = capsys.readouterr().out
-    assert "wrong checksum" in out and "not cached yet: training it now" in out
-    assert model.zoo_source == "trained" and TRAINED == [0.5] and not _leftovers(tmp_path / "learner")
-
-
-def test_a_server_that_stops_mid_file_leaves_nothing_half_written(served_kit, tmp_path, capsys):
-    served_kit(_StopsMidFile)
-    model = zoo.load("kit-a")
-    assert "connection closed after" in capsys.readouterr().out
-    assert model.zoo_source == "trained" and not _leftovers(tmp_path / "learner")
-    assert zoo.check(zoo.path("kit-a")) is None
-
-
-def test_an_unreachable_kit_falls_back_to_training_at_once(cache, monkeypatch):
-    import socket
-    import time
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once closed
-    monkeypatch.setenv("LABKIT_KIT_URL", f"http://127.0.0.1:{port}/")
-    t0 = time.perf_counter()
-    assert zoo.load("kit-a").zoo_source == "trained"
-    assert time.perf_counter() - t0 < sources.PROBE_SECONDS + 2
-
-
-def test_the_published_kit_is_this_release_of_the_repository(monkeypatch):
-    import tomllib
-
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
-    expected = f"{project['urls']['Repository']}/releases/download/v{project['version']}/"
-    assert sources.release_url() == expected
-    monkeypatch.delenv("LABKIT_KIT_URL", raising=False)
-    assert [s.base for s in sources.sources()] == [expected]
-    monkeypatch.setenv("LABKIT_KIT_URL", "off")
-    assert sources.sources() == []
