@@ -42,8 +42,7 @@ class ClassifierOutput(_ClassifierFields):
 
 
 def _width(backbone: nn.Module) -> int:
-    cfg = backbone.config
-    return getattr(cfg, "d_model", None) or cfg.d_model
+    return backbone.config.d_model
 
 
 class SequenceClassifier(nn.Module):
