@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     from labkit.diffusion import sample
     from labkit.metrics import frechet_distance
     from labkit.recipes import ddpm_digits as dd
-    from labkit.tasks.digits import train_digit_classifier
+    from labkit.tasks.digits import DigitsData, train_digit_classifier
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-seconds", type=float, default=300.0, help="training wall-time budget")
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     images, labels = load_mnist_5k()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     x, y = images[order, None] * 2 - 1, labels[order]
-    data = dd.DigitsData(x[args.n_val:], y[args.n_val:], x[:args.n_val], y[:args.n_val])
+    data = DigitsData(x[args.n_val:], y[args.n_val:], x[:args.n_val], y[:args.n_val])
     recipe = dataclasses.replace(dd.DDPM_DIGITS, n_val=args.n_val, base_channels=args.base_channels,
                                  channel_mults=(1, 2, 2), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                  warmup_steps=min(100, args.steps // 10), max_seconds=args.max_seconds)

@@ -33,6 +33,7 @@ import torch
 
 def main(argv=None) -> None:
     from labkit.recipes import gpt_icl as ri
+    from labkit.tasks.icl import icl_accuracy, induction_scores, sample_sequences
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--field", default="muon_lr", help="the recipe field to sweep (muon_lr, lr, n_heads, ...)")
@@ -55,7 +56,7 @@ def main(argv=None) -> None:
         if not sep:
             p.error(f"--set takes FIELD=VALUE pairs, got {item!r}")
         overrides[field] = typed(field, value)
-    final_seqs, _ = ri.sample_sequences(ri.ICL, 2048, torch.Generator().manual_seed(12345), held_out=True)
+    final_seqs, _ = sample_sequences(ri.ICL, 2048, torch.Generator().manual_seed(12345), held_out=True)
     rows = []
     for value in (typed(args.field, v) for v in args.values):
         for seed in args.seeds:
@@ -63,11 +64,11 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             model, meta = ri.train_gpt_icl(recipe, progress=False)
             seconds = time.perf_counter() - t0
-            r = ri.icl_accuracy(model, final_seqs, recipe)
+            r = icl_accuracy(model, final_seqs, recipe)
             late = slice(8, None)
             seen = torch.tensor(r["seen"][late])
             n_seen = torch.tensor(r["n_seen"][late], dtype=torch.float)
-            scores = ri.induction_scores(model, final_seqs, recipe)
+            scores = induction_scores(model, final_seqs, recipe)
             layer, head = divmod(int(scores.argmax()), scores.size(1))
             h = meta["history"]
             acc = h["eval"]["seen_acc_8plus"]

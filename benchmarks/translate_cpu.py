@@ -144,7 +144,7 @@ def run(kind: str, recipe, data, max_seconds, beam_size, length_penalty) -> dict
     if kind == "torch":  # the same starting point: the lab model's initial weights, copied into PyTorch's stack
         model = TorchTransformerSeq2Seq(config).copy_from(model)
     blocks = model.blocks() if kind == "torch" else None
-    optimizer = R.build_optimizer(model, recipe, blocks)
+    optimizer = R.translator_optimizer(model, recipe, blocks)
     gen = torch.Generator().manual_seed(recipe.seed)
     batches = length_grouped_batches(data.train, recipe.batch_size, gen, length=lambda p: len(p[0]) + len(p[1]))
     name = "labkit Seq2SeqTransformer" if kind == "lab" else "torch nn.Transformer"
@@ -154,7 +154,7 @@ def run(kind: str, recipe, data, max_seconds, beam_size, length_penalty) -> dict
         log(f"  {name} step {step}: val_loss {history.eval['val_loss'][-1]:.4f}")
 
     history = train(model, lambda step: R.pair_batch(next(batches)),
-                    R.train_config(recipe, progress=False, max_seconds=max_seconds or None),
+                    R.translator_train_config(recipe, progress=False, max_seconds=max_seconds or None),
                     eval_fn=lambda m: {"val_loss": R.evaluation_loss(m, data.val_ids)}, optimizer=optimizer,
                     on_eval=report)
     model.eval()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
-from torch_compare import assert_grads_equal, grads_in_torch_names  # noqa: F401
+from torch_compare import assert_grads_equal
 
 from labkit.attention import (
     MultiHeadAttention,

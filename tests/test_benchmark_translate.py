@@ -35,7 +35,7 @@ def test_the_reference_starts_from_the_lab_models_weights_and_computes_the_same(
     from labkit.generate import seq2seq_greedy
 
     ref.eval(), lab.eval()
-    assert seq2seq_greedy(ref, src, max_len=5) == seq2seq_greedy(lab, src, max_len=5)
+    assert seq2seq_greedy(ref, src, max_new_tokens=5) == seq2seq_greedy(lab, src, max_new_tokens=5)
 
 
 def test_flags_override_the_recipe():

@@ -1,7 +1,6 @@
 """Notebook 11's checkers (in-context learning): solutions pass; typical mistakes get their hint; stubs say what to write."""
 
 import pytest
-import torch
 
 from labkit import checks
 

@@ -58,6 +58,15 @@ def server():
     httpd.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """The test data sets registered here leave the registry as they found it (the zoo kit packs every data set)."""
+    saved = dict(data.REGISTRY)
+    yield
+    data.REGISTRY.clear()
+    data.REGISTRY.update(saved)
+
+
 def _closed_port_url() -> str:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

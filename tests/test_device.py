@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from labkit import device as dev
+from labkit import threads
 
 
 def test_default_is_best_available(monkeypatch):
@@ -65,4 +66,4 @@ def test_describe_prints_versions(capsys):
 
 def test_describe_reports_usable_cpus(capsys):
     info = dev.describe("cpu")
-    assert info["usable_cpus"] == dev.usable_cpus() and "usable_cpus" in capsys.readouterr().out
+    assert info["usable_cpus"] == threads.usable_cpus() and "usable_cpus" in capsys.readouterr().out

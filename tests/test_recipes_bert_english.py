@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from labkit import zoo
-from labkit.metrics import evaluate_mlm
-from labkit.models.bert import BERT, BERTConfig, masked_batch, special_tokens_mask
+from labkit.data import length_grouped_batches, pad_batch
+from labkit.metrics import evaluate_mlm, unigram_baseline
+from labkit.models.bert import BERT, BERTConfig, masked_batch, mlm_loss, special_tokens_mask
 from labkit.recipes import bert_english as rb
 from labkit.tokenizers import BERT_SPECIAL_TOKENS, BPETokenizer
 
@@ -36,7 +37,7 @@ def test_encode_pad_and_mask(tok):
     seqs = rb.encode_sentences(tok, SENTENCES[:50], context_length=8)
     sp = tok.special_ids
     assert all(s[0] == sp["[CLS]"] and s[-1] == sp["[SEP]"] and len(s) <= 8 for s in seqs)
-    ids, attn = rb.pad_batch(seqs, sp["[PAD]"])
+    ids, attn = pad_batch(seqs, sp["[PAD]"])
     assert ids.shape == attn.shape == (50, max(map(len, seqs)))
     assert torch.equal(attn.sum(1), torch.tensor([len(s) for s in seqs]))
     assert (ids[attn == 0] == sp["[PAD]"]).all()
@@ -44,9 +45,9 @@ def test_encode_pad_and_mask(tok):
     assert torch.equal(special, (ids == sp["[PAD]"]) | (ids == sp["[CLS]"]) | (ids == sp["[SEP]"]))
     g = torch.Generator().manual_seed(0)
     masked, attn2, labels = masked_batch(seqs * 40, tok, 0.15, g)
-    assert torch.equal(attn2, rb.pad_batch(seqs * 40)[1])
+    assert torch.equal(attn2, pad_batch(seqs * 40)[1])
     chosen = labels != -100
-    ids40 = rb.pad_batch(seqs * 40, sp["[PAD]"])[0]
+    ids40 = pad_batch(seqs * 40, sp["[PAD]"])[0]
     assert not (chosen & special_tokens_mask(ids40, tok)).any()
     assert torch.equal(labels[chosen], ids40[chosen]) and torch.equal(masked[~chosen], ids40[~chosen])
     assert 0.12 < chosen.float().sum() / (~special_tokens_mask(ids40, tok)).sum() < 0.18
@@ -54,8 +55,8 @@ def test_encode_pad_and_mask(tok):
 
 def test_length_grouped_batches_are_seeded_and_tight():
     seqs = [[0] * n for n in torch.randint(3, 30, (2000,), generator=torch.Generator().manual_seed(0)).tolist()]
-    a = rb.length_grouped_batches(seqs, 64, torch.Generator().manual_seed(1))
-    b = rb.length_grouped_batches(seqs, 64, torch.Generator().manual_seed(1))
+    a = length_grouped_batches(seqs, 64, torch.Generator().manual_seed(1))
+    b = length_grouped_batches(seqs, 64, torch.Generator().manual_seed(1))
     spreads = []
     for _ in range(40):  # crosses a group boundary (16 batches per group)
         x, y = next(a), next(b)
@@ -70,7 +71,7 @@ def test_mlm_loss_equals_bert_loss(tok):
     model = BERT(BERTConfig.tiny(vocab_size=tok.vocab_size)).eval()
     seqs = rb.encode_sentences(tok, SENTENCES[:16], 12)
     ids, attn, labels = masked_batch(seqs, tok, 0.3, torch.Generator().manual_seed(0))
-    loss, logits = rb.mlm_loss(model, ids, attn, labels)
+    loss, logits = mlm_loss(model, ids, attn, labels)
     out = model(ids, attn, labels=labels)
     torch.testing.assert_close(loss, out.loss)
     torch.testing.assert_close(logits, out.logits[labels != -100])
@@ -82,7 +83,7 @@ def test_evaluate_and_unigram_baseline(tok):
     model = BERT(BERTConfig.tiny(vocab_size=tok.vocab_size))
     r1, r2 = evaluate_mlm(model, seqs, tok), evaluate_mlm(model, seqs, tok)
     assert r1 == r2 and 0 <= r1["mlm_accuracy"] <= 1 and r1["masked_tokens"] > 0  # a fixed masking
-    base = rb.unigram_baseline(seqs, seqs, tok)
+    base = unigram_baseline(seqs, seqs, tok)
     assert base["most_frequent"] == " the" and 0.1 < base["mlm_accuracy"] < 0.3
     assert base["mlm_loss"] < torch.log(torch.tensor(float(tok.vocab_size))).item()  # beats uniform guessing
 

@@ -12,6 +12,7 @@ from labkit.models.gpt import GPT, GPTConfig
 from labkit.optim import MuonAdamW, split_params
 from labkit.recipes import gpt_shakespeare as recipes
 from labkit.recipes.gpt_shakespeare import LAB, evaluate_lm, lm_optimizer
+from labkit.tokenizers import CharTokenizer
 from labkit.train import TrainConfig, train
 
 TINY = dict(n_layers=2, n_heads=2, d_model=32, context_length=16, batch_size=4, steps=20, warmup_steps=2)
@@ -152,7 +153,7 @@ def test_build_from_meta_loads_a_trained_state_dict(monkeypatch):
     x = torch.randint(len(set(text)), (2, 16))
     assert_close(rebuilt.eval()(x)[0], model.eval()(x)[0])
     assert list(meta) == ["config", "chars", "recipe", "val_loss", "train_steps"] and meta["train_steps"] == 3
-    tok = recipes.CharTokenizer.from_text(text)
+    tok = CharTokenizer.from_text(text)
     val = torch.tensor(tok.encode(text))[-500:]
     assert recipes.zoo_meta(model, tok, replace(LAB, **{**TINY, "steps": 3}), val)["chars"] == meta["chars"]
     torch.save({"meta": meta}, buf := __import__("io").BytesIO())

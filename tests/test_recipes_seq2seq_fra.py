@@ -5,6 +5,7 @@ from dataclasses import replace
 import torch
 
 from labkit import zoo
+from labkit.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from labkit.recipes import seq2seq_fra as rs
 
 WHO = {"I": ("Je", "vois", "veux"), "You": ("Tu", "vois", "veux"), "We": ("Nous", "voyons", "voulons")}
@@ -59,7 +60,7 @@ def test_translate_returns_clean_text():
     from labkit.tokenizers import BPETokenizer
 
     tok = BPETokenizer.train([en for en, _ in PAIRS] + [fr for _, fr in PAIRS], 300, special_tokens=rs.SPECIAL_TOKENS)
-    model = rs.Seq2SeqTransformer(rs.Seq2SeqConfig(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size,
+    model = Seq2SeqTransformer(Seq2SeqConfig(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size,
                                                    d_model=16, n_heads=2, d_ff=32, dropout=0.0))
     for k in (1, 3):
         out = rs.translate(model, tok, tok, ["I see the dog.", "We want water!"], beam_size=k)

@@ -1,7 +1,6 @@
 """The translation transformer (labkit.models.seq2seq), its decoders (labkit.generate) and its recipe."""
 
 import itertools
-import math
 
 import pytest
 import torch
