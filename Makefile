@@ -30,7 +30,7 @@ PORTABLE_ENV = $(shell bash tests/portable_env.sh)
 NB ?= notebooks
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test test-unit test-notebooks test-portable nbval-coverage test-browser install install-test browser-deps \
+.PHONY: lab test test-unit test-notebooks test-portable nbval-coverage test-browser test-gpu install install-test browser-deps \
 	execute execute-all constraints check-install wheelhouse kit site site-serve clean
 
 # `make lab`: what the notebooks need, nothing else. torch first and pinned: an unpinned torch (or a package that
@@ -113,6 +113,13 @@ nbval-coverage:
 
 test-browser: $(TEST_STAMP) browser-deps
 	env $(TEST_ENV) $(PY) -m pytest tests -q -m browser
+
+# On a machine with a CUDA GPU (not part of `make test`): every notebook on the GPU under nbval's lax mode (each cell
+# and assert must run; the saved digits are the CPU's, so they are not compared) and notebook 16's GPU figures,
+# recorded in benchmarks/results/gpu.json (benchmarks/gpu.py).
+test-gpu: $(TEST_STAMP)
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu needs a CUDA GPU: torch.cuda.is_available() is False here')"
+	env $(TEST_ENV) $(PY) benchmarks/gpu.py
 
 # The course website from the saved notebooks (nothing re-executed): build/site/index.html (tools/build_site.py).
 # `make site-serve` then serves it on http://127.0.0.1:$(PORT).

@@ -17,7 +17,7 @@ from torch import nn
 
 from .device import get_device
 
-__all__ = ["peak_flops", "measured_matmul_flops", "measured_bandwidth", "Throughput", "memory_stats", "PeakMemory",
+__all__ = ["peak_flops", "mfu_peak", "measured_matmul_flops", "measured_bandwidth", "Throughput", "memory_stats", "PeakMemory",
            "matmul_params", "training_flops", "analytic_training_flops", "local_bytes"]
 
 
@@ -38,6 +38,19 @@ def peak_flops(device: torch.device | str | None = None) -> float | None:
         if key in name and not (key == "A10" and "A100" in name):
             return value
     return None
+
+
+def mfu_peak(device: torch.device | str, dtype: torch.dtype, measured: float) -> tuple[float, str]:
+    """The FLOP/s an MFU in ``dtype`` is measured against, and where that figure comes from: a known CUDA GPU's
+    data-sheet dense peak for bf16/fp16 work (its tensor cores); otherwise ``measured``, the rate of one large
+    matmul in the same dtype on the same device (``measured_matmul_flops``). A float32 step is never divided by
+    a bf16 peak: on a GPU that would understate its MFU several times over."""
+    device = torch.device(device)
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        sheet = peak_flops(device)
+        if sheet is not None:
+            return sheet, "data-sheet bf16/fp16 peak"
+    return measured, f"measured {str(dtype).removeprefix('torch.')} matmul rate"
 
 
 def _sync(device: torch.device) -> None:

@@ -82,3 +82,35 @@ def test_measured_peaks_and_mfu_against_a_given_peak():
     meter.tokens, meter.seconds = 10, 2.0  # 5 tokens/s x 6 FLOPs = 30 FLOP/s of a 100 FLOP/s peak
     assert meter.mfu == pytest.approx(0.3)
     assert perf.Throughput(flops_per_token=6.0, device="cpu").mfu is None  # a CPU has no data-sheet peak
+
+
+# --- the GPU-only paths, with the CUDA queries faked --------------------------------------------------------
+
+def test_the_mfu_peak_is_chosen_by_device_and_dtype(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    measured = 5e13
+    # bf16 or fp16 on a known GPU: its data sheet's dense tensor-core peak
+    assert perf.mfu_peak("cuda", torch.bfloat16, measured) == (989e12, "data-sheet bf16/fp16 peak")
+    assert perf.mfu_peak("cuda:0", torch.float16, measured)[0] == 989e12
+    # float32 on the same GPU: the measured float32 matmul rate, never the bf16 peak
+    assert perf.mfu_peak("cuda", torch.float32, measured) == (measured, "measured float32 matmul rate")
+    # an unknown GPU, and every CPU: the measured rate in that dtype
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
+    assert perf.mfu_peak("cuda", torch.bfloat16, measured) == (measured, "measured bfloat16 matmul rate")
+    assert perf.mfu_peak("cpu", torch.bfloat16, 1e11) == (1e11, "measured bfloat16 matmul rate")
+
+
+def test_peak_memory_on_a_gpu_resets_the_peak_and_counts_from_what_was_allocated(monkeypatch):
+    calls, state = [], {"allocated": 300, "peak": 10_000}  # a peak left over from earlier work
+
+    def reset(device=None):
+        calls.append("reset")
+        state["peak"] = state["allocated"]
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
+    with perf.PeakMemory("cuda") as mem:
+        state["peak"] = 300 + 2**20  # the block allocates 1 MiB at its peak
+    assert calls == ["reset"] and mem.peak_bytes == 2**20 and mem.peak_mib == 1.0
