@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .device import module_device
 from .generate import sample_next
 
 __all__ = ["ROLES", "CHAT_TOKENS", "ChatTemplate", "Rendered", "resize_token_embeddings", "respond",
@@ -211,15 +212,16 @@ def respond(model: nn.Module, prompts: Sequence[Sequence[int]], end_id: int, max
         if not 0 < len(p) <= block - 1:
             raise ValueError(f"prompt {i} is {len(p)} tokens; it must be 1 to {block - 1} (the context is {block})")
         by_length.setdefault(len(p), []).append(i)
+    device = module_device(model)
     for length, rows in sorted(by_length.items()):
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            idx = torch.tensor([list(prompts[i]) for i in chunk], dtype=torch.long)
+            idx = torch.tensor([list(prompts[i]) for i in chunk], dtype=torch.long, device=device)
             steps = min(max_new_tokens, block - length)
             cache = model.new_cache()
             logits = model(idx, cache=cache).logits[:, -1, :]
-            out = torch.empty(len(chunk), 0, dtype=torch.long)
-            done = torch.zeros(len(chunk), dtype=torch.bool)
+            out = torch.empty(len(chunk), 0, dtype=torch.long, device=device)
+            done = torch.zeros(len(chunk), dtype=torch.bool, device=device)
             for _ in range(steps):
                 if temperature > 0:
                     nxt = sample_next(logits, temperature, generator=generator)

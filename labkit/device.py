@@ -2,7 +2,9 @@
 
 ``get_device()`` picks CUDA, then Apple's MPS, then the CPU; the environment variable ``LABKIT_DEVICE`` (or the
 ``prefer`` argument) overrides the choice. ``seed_everything`` makes a run repeat exactly on the CPU;
-``autocast(device)`` is bf16 (or fp16) mixed precision on a GPU and nothing on the CPU. CPU threads are
+``autocast(device)`` is bf16 (or fp16) mixed precision on a GPU and nothing on the CPU. ``module_device(model)``
+and ``to_device(batch, device)`` keep a model and its inputs together: the zoo's recipes train on ``get_device()``
+and every evaluation moves its inputs to the model's device. CPU threads are
 ``labkit.threads``'; FLOP rates, bandwidth, throughput and memory meters are ``labkit.perf``'s.
 """
 
@@ -18,7 +20,8 @@ import torch
 
 from .threads import usable_cpus
 
-__all__ = ["available_devices", "get_device", "seed_everything", "autocast_dtype", "autocast", "describe"]
+__all__ = ["available_devices", "get_device", "module_device", "to_device", "seed_everything", "autocast_dtype",
+           "autocast", "describe"]
 
 
 def _mps_available() -> bool:
@@ -58,6 +61,28 @@ def get_device(prefer: str | None = None) -> torch.device:
             f"Available: {', '.join(available)}. Unset LABKIT_DEVICE or pick one of these."
         )
     return device
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter (or buffer): where its inputs must be. The CPU if it has none."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def to_device(obj, device: torch.device | str):
+    """``obj`` with every tensor in it on ``device``: a tensor, or tuples, lists and dicts of them (nested); anything
+    else unchanged. On the same device a tensor is returned as it is, so on the CPU nothing is copied."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        moved = [to_device(v, device) for v in obj]
+        return type(obj)(*moved) if hasattr(obj, "_fields") else type(obj)(moved)  # a NamedTuple takes fields
+    return obj
 
 
 def seed_everything(seed: int) -> None:

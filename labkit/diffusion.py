@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import module_device, to_device
+
 __all__ = ["make_betas", "DDPMScheduler", "DDIMScheduler", "guided_noise", "sample", "inpaint"]
 
 
@@ -96,8 +98,9 @@ class _Schedule:
 
 
 def _noise_like(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
-    if noise is None:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if noise is None:  # drawn where the generator lives (a CPU generator: the same noise on every device)
+        where = generator.device if generator is not None else x.device
+        return torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype).to(x.device)
     if noise.shape != x.shape:
         raise ValueError(f"noise must have the sample's shape {tuple(x.shape)}, got {tuple(noise.shape)}")
     return noise
@@ -188,6 +191,12 @@ def guided_noise(model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: tor
     return (1 + guidance_scale) * cond - guidance_scale * uncond
 
 
+def _noise(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device``, drawn where ``generator`` lives (the CPU's default
+    generator without one), so that a seeded CPU generator gives the same noise on every device."""
+    return torch.randn(shape, generator=generator).to(device)
+
+
 def _step(scheduler, eps, t, x, eta, generator):
     if isinstance(scheduler, DDIMScheduler):
         return scheduler.step(eps, t, x, eta=eta, generator=generator)
@@ -208,14 +217,17 @@ def sample(model: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, shape: tu
         raise ValueError(f"give one label per sample: {shape[0]} samples, {labels.shape[0]} labels")
     was_training = model.training
     model.eval()
-    x = torch.randn(shape, generator=generator)
+    device = module_device(model)
+    labels = to_device(labels, device)
+    x = _noise(shape, generator, device)
     for t in tqdm(scheduler.timesteps.tolist(), desc="sampling", disable=not progress, leave=False):
-        eps = guided_noise(model, x, torch.full((shape[0],), t, dtype=torch.long), labels, guidance_scale)
+        eps = guided_noise(model, x, torch.full((shape[0],), t, dtype=torch.long, device=device), labels,
+                           guidance_scale)
         x = _step(scheduler, eps, t, x, eta, generator)
         if callback is not None:
             callback(t, x)
     model.train(was_training)
-    return x
+    return x.cpu()  # computed on the model's device, returned on the CPU
 
 
 @torch.no_grad()
@@ -247,21 +259,24 @@ def inpaint(model: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, known: t
         raise ValueError(f"resample must be >= 1 (1: no resampling), got {resample}")
     was_training = model.training
     model.eval()
+    device = module_device(model)
+    known, mask, labels = to_device((known, mask, labels), device)
     abar = scheduler.alphas_cumprod
-    x = torch.randn(known.shape, generator=generator)
+    x = _noise(known.shape, generator, device)
     timesteps = scheduler.timesteps.tolist()
     for i, t in enumerate(tqdm(timesteps, desc="inpainting", disable=not progress, leave=False)):
         prev = timesteps[i + 1] if i + 1 < len(timesteps) else None
         for r in range(resample if prev is not None else 1):
             if r > 0:  # back from prev to t: x_t = sqrt(abar_t / abar_prev) x_prev + sqrt(1 - abar_t / abar_prev) z
                 a = abar[t] / abar[prev]
-                x = a.sqrt() * x + (1 - a).sqrt() * torch.randn(known.shape, generator=generator)
-            eps = guided_noise(model, x, torch.full((known.shape[0],), t, dtype=torch.long), labels, guidance_scale)
+                x = a.sqrt() * x + (1 - a).sqrt() * _noise(known.shape, generator, device)
+            eps = guided_noise(model, x, torch.full((known.shape[0],), t, dtype=torch.long, device=device), labels,
+                               guidance_scale)
             x = _step(scheduler, eps, t, x, eta, generator)
-            known_t = known if prev is None else scheduler.add_noise(known, torch.randn(known.shape, generator=generator), prev)
+            known_t = known if prev is None else scheduler.add_noise(known, _noise(known.shape, generator, device), prev)
             x = mask * known_t + (1 - mask) * x
     model.train(was_training)
-    return x
+    return x.cpu()  # computed on the model's device, returned on the CPU
 
 
 # --- the training objective -------------------------------------------------------------------------------
@@ -278,10 +293,12 @@ def diffusion_loss(model: nn.Module, scheduler, x0: torch.Tensor, t: torch.Tenso
 def denoising_val_loss(model: nn.Module, scheduler, x: torch.Tensor, y: torch.Tensor | None = None,
                        repeats: int = 4, seed: int = 0) -> float:
     """The DDPM loss on held-out images, at timesteps and noise fixed by ``seed`` (comparable across runs)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same timesteps and noise on every device
+    device = module_device(model)
+    x, y = to_device((x, y), device)
     total = 0.0
     for _ in range(repeats):
-        t = torch.randint(scheduler.num_train_timesteps, (len(x),), generator=g)
-        noise = torch.randn(x.shape, generator=g)
+        t = torch.randint(scheduler.num_train_timesteps, (len(x),), generator=g).to(device)
+        noise = torch.randn(x.shape, generator=g).to(device)
         total += diffusion_loss(model, scheduler, x, t, noise, y).item()
     return total / repeats

@@ -107,6 +107,8 @@ def sample_next(
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
     probs = F.softmax(logits.float(), dim=-1)  # (B, V)
+    if generator is not None and generator.device != probs.device:  # draw where the generator lives
+        return torch.multinomial(probs.to(generator.device), num_samples=1, generator=generator).to(probs.device)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 

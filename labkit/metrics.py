@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data import sequential_windows
+from .device import module_device, to_device
 from .models.bert import masked_batch, mlm_loss
 
 __all__ = ["lm_loss", "perplexity", "token_nll", "bits_per_byte", "accuracy", "confusion_matrix", "f1_scores",
@@ -161,10 +162,11 @@ def evaluate_mlm(model: nn.Module, seqs: list[list[int]], tok, mlm_probability: 
     ``[CLS] ids [SEP]`` lists and tokenizer), masked with a fixed seed so every call sees the same blanks."""
     was_training = model.training
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
+    device = module_device(model)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same blanks on every device
     total_loss, correct, count = 0.0, 0, 0
     for i in range(0, len(seqs), batch_size):
-        ids, attn, labels = masked_batch(seqs[i:i + batch_size], tok, mlm_probability, gen)
+        ids, attn, labels = to_device(masked_batch(seqs[i:i + batch_size], tok, mlm_probability, gen), device)
         loss, logits = mlm_loss(model, ids, attn, labels)
         n = int((labels != -100).sum())
         if n == 0:  # nothing was chosen in this (tiny) batch

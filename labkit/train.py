@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .device import autocast, autocast_dtype
+from .device import autocast, autocast_dtype, to_device
 from .optim import decay_groups
 from .threads import ThreadGovernor
 
@@ -228,14 +228,6 @@ def _agreed_stop(reason: str | None) -> str | None:
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     return next((r for r, f in zip(_STOP_REASONS, flags.tolist()) if f), None)
 
-def _to(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_to(b, device) for b in batch)
-    return batch
-
-
 class _Precision:
     """Mixed precision on a GPU (bf16 where supported, else fp16 with a gradient scaler); nothing on the CPU."""
 
@@ -395,7 +387,7 @@ def train(
         for step in range(start, config.max_steps):
             # 1. forward and backward over the micro-batches of one optimizer step
             for micro in range(config.grad_accum):
-                batch = _to(get_batch(step * config.grad_accum + micro), device)
+                batch = to_device(get_batch(step * config.grad_accum + micro), device)
                 with precision.autocast():
                     loss = loss_fn(model, batch)
                 _check_finite(loss, step, scheduler)

@@ -67,3 +67,26 @@ def test_describe_prints_versions(capsys):
 def test_describe_reports_usable_cpus(capsys):
     info = dev.describe("cpu")
     assert info["usable_cpus"] == threads.usable_cpus() and "usable_cpus" in capsys.readouterr().out
+
+
+def test_module_device_is_where_the_parameters_are():
+    assert dev.module_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert dev.module_device(torch.nn.Linear(2, 2).to("meta")) == torch.device("meta")
+    assert dev.module_device(torch.nn.BatchNorm1d(2, affine=False).to("meta")) == torch.device("meta")  # buffers only
+    assert dev.module_device(torch.nn.ReLU()) == torch.device("cpu")  # nothing to move: the CPU
+
+
+def test_to_device_moves_every_tensor_and_keeps_the_containers():
+    from typing import NamedTuple
+
+    class Pair(NamedTuple):
+        a: torch.Tensor
+        b: int
+
+    x = torch.ones(2)
+    batch = (x, [torch.zeros(1), "text"], {"k": torch.arange(3)}, Pair(torch.ones(1), 7), None)
+    moved = dev.to_device(batch, "meta")
+    assert isinstance(moved, tuple) and isinstance(moved[1], list) and isinstance(moved[3], Pair)
+    assert moved[0].device.type == moved[1][0].device.type == moved[2]["k"].device.type == "meta"
+    assert moved[3].a.device.type == "meta" and moved[3].b == 7 and moved[1][1] == "text" and moved[4] is None
+    assert dev.to_device(batch, "cpu")[0] is x  # already there: not copied

@@ -237,3 +237,20 @@ def test_head_lr_gives_the_untied_output_layer_its_own_group():
     tied = recipes.build_lm(replace(LAB, **TINY, tie_weights=True), vocab_size=64)
     opt = lm_optimizer(tied, replace(LAB, **TINY, tie_weights=True, head_lr=1e-3))
     assert all(g["lr"] != 1e-3 for g in opt.param_groups)
+
+
+def test_the_recipe_trains_on_get_device_and_labkit_device_cpu_changes_nothing_on_a_cpu(monkeypatch):
+    """The zoo's recipes train on ``labkit.device.get_device()`` (a GPU where there is one); on a machine without
+    one, forcing the CPU with LABKIT_DEVICE=cpu gives the very same weights as not setting it."""
+    asked = []
+    real = recipes.get_device
+    monkeypatch.setattr(recipes, "get_device", lambda prefer=None: asked.append(prefer) or real(prefer))
+    tiny = replace(LAB, **{**TINY, "steps": 3})
+    monkeypatch.delenv("LABKIT_DEVICE", raising=False)
+    default, _ = recipes.train_gpt_shakespeare(tiny)
+    monkeypatch.setenv("LABKIT_DEVICE", "cpu")
+    forced, _ = recipes.train_gpt_shakespeare(tiny)
+    assert asked == [None, None]  # the device is the recipe's choice, from get_device
+    assert next(default.parameters()).device == real()  # the CPU here
+    for (name, a), b in zip(default.state_dict().items(), forced.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -128,6 +128,17 @@ def test_the_command_line_lists_and_verifies(tmp_path):
     assert _cli("build", env_extra=env).returncode == 2  # neither names nor --all: a usage error
 
 
+def test_list_says_where_and_how_long_each_built_copy_trained(zoo_cache, capsys):
+    from labkit.zoo.__main__ import main
+
+    kit.build(["kit-a"], progress=False)
+    assert main(["list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("kit-")}
+    entry = zoo.manifest(zoo.path("kit-a").parent)[zoo.path("kit-a").name]
+    assert rows["kit-a"].endswith(f"{entry['seconds']:.0f} s on {entry['trained_on']}")
+    assert entry["trained_on"].startswith("cpu: ") and rows["kit-b"].endswith(" -")  # not built: nothing to say
+
+
 # ---- the kit: pack, unpack ------------------------------------------------------------------------------------
 
 def test_pack_then_unpack_into_an_empty_cache_starts_without_training(zoo_cache, tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..attention import capture_attention, is_capturing, record_attention
 from ..data import pad_batch
+from ..device import module_device, to_device
 from ..layers import FeedForward, normal_init
 
 __all__ = ["BERTConfig", "BERT", "BERTOutput", "mask_tokens", "special_tokens_mask", "masked_batch", "mlm_loss",
@@ -325,12 +326,12 @@ def mean_pool(model: nn.Module, seqs: list[list[int]], pad_id: int = 0, batch_si
     the sentence's real tokens ([CLS] and [SEP] included, padding left out)."""
     was_training = model.training
     model.eval()
-    out = []
+    out, device = [], module_device(model)
     for i in range(0, len(seqs), batch_size):
-        ids, attn = pad_batch(seqs[i:i + batch_size], pad_id)
+        ids, attn = to_device(pad_batch(seqs[i:i + batch_size], pad_id), device)
         h = model.encode(ids, attn)  # (B, T, d)
         m = attn.unsqueeze(-1).float()  # (B, T, 1): 1 on real tokens, 0 on padding
-        out.append((h * m).sum(1) / m.sum(1))  # (B, d)
+        out.append(((h * m).sum(1) / m.sum(1)).cpu())  # (B, d)
     model.train(was_training)
     return torch.cat(out)
 

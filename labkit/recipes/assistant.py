@@ -33,6 +33,7 @@ from torch import nn
 
 from ..chat import ChatTemplate, length_grouped_batches, resize_token_embeddings, respond
 from ..data import load_sms_spam
+from ..device import get_device
 from ..models.gpt import GPT, GPTConfig
 from ..tasks import instructions
 from ..train import History, TrainConfig, make_optimizer, train
@@ -155,16 +156,17 @@ def chat_of(meta: dict):
     return tok, ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
 
 
-def train_gpt_english_sft(base: nn.Module, recipe: SFTRecipe = SFT, progress: bool = True) -> tuple[nn.Module, dict]:
+def train_gpt_english_sft(base: nn.Module, recipe: SFTRecipe = SFT, progress: bool = True,
+                          device: torch.device | str | None = None) -> tuple[nn.Module, dict]:
     """Instruction-tune ``base`` (the zoo's ``gpt-english``, which the zoo passes in) as notebook 12 does: the chat
-    markers added to the vocabulary, then ``sft`` on the instruction set."""
+    markers added to the vocabulary, then ``sft`` on the instruction set, on ``device`` (default ``get_device()``)."""
     import copy
     import time
 
     tok = load_english_tokenizer(base.zoo_meta)
     data = instruction_data(tok, english_lm_data(GPT_ENGLISH), recipe)
     chat = ChatTemplate(tok.encode, tok.decode, tok.vocab_size)
-    model = resize_token_embeddings(copy.deepcopy(base), chat.vocab_size)
+    model = resize_token_embeddings(copy.deepcopy(base), chat.vocab_size).to(get_device(device))
     t0 = time.perf_counter()
     sft(model, chat, data.train, recipe, progress=progress)
     return model, sft_meta(model, base.zoo_meta, recipe, time.perf_counter() - t0)

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import torch
 
 from ..data import length_grouped_batches, load_fra_eng
+from ..device import get_device
 from ..metrics import evaluate_mlm, unigram_baseline
 from ..models.bert import BERT, BERTConfig, masked_batch, mlm_loss
 from ..optim import MuonAdamW, decay_groups, split_params
@@ -151,13 +152,15 @@ def bert_train_config(recipe: BERTRecipe, progress: bool = True) -> TrainConfig:
                        log_every=10, progress=progress, desc="pretraining bert-english")
 
 
-def train_bert_english(recipe: BERTRecipe = BERT_ENGLISH, progress: bool = True) -> tuple[BERT, dict]:
-    """Pretrain ``bert-english`` with ``recipe``. ``meta`` holds the BERTConfig as a dict, the
-    tokenizer (JSON), the recipe, the training curves and the final held-out MLM loss and accuracy."""
+def train_bert_english(recipe: BERTRecipe = BERT_ENGLISH, progress: bool = True,
+                       device: torch.device | str | None = None) -> tuple[BERT, dict]:
+    """Pretrain ``bert-english`` with ``recipe`` on ``device`` (default ``get_device()``). ``meta`` holds the
+    BERTConfig as a dict, the tokenizer (JSON), the recipe, the training curves and the final held-out MLM loss
+    and accuracy."""
     data = mlm_data(recipe)
     tok = data.tokenizer
     torch.manual_seed(recipe.seed)
-    model = BERT(bert_config(recipe, tok.vocab_size))
+    model = BERT(bert_config(recipe, tok.vocab_size)).to(get_device(device))
     gen = torch.Generator().manual_seed(recipe.seed)
     eval_subset = data.val[:1000]  # a quick look during training; the end uses all of val
 

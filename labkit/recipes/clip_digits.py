@@ -23,6 +23,7 @@ from functools import lru_cache
 
 import torch
 
+from ..device import get_device, module_device, to_device
 from ..models.clip import CLIP, CLIPConfig
 from ..tasks.captions import CAPTION_TEMPLATES, HELD_OUT_TEMPLATES, CaptionedDigits, captioned_digits, make_caption, make_captions
 from ..tokenizers import WordTokenizer
@@ -118,17 +119,18 @@ def zero_shot_prompts(tok: WordTokenizer, template: str = ZERO_SHOT_TEMPLATE, wo
 @torch.no_grad()
 def zero_shot_predict(model: CLIP, tok: WordTokenizer, images: torch.Tensor, template: str = ZERO_SHOT_TEMPLATE) -> torch.Tensor:
     """Zero-shot classification: for each image, the digit whose prompt is the most similar caption."""
-    ids, real = zero_shot_prompts(tok, template)
-    return (model.encode_image(images) @ model.encode_text(ids, real).t()).argmax(1)
+    images, ids, real = to_device((images, *zero_shot_prompts(tok, template)), module_device(model))
+    return (model.encode_image(images) @ model.encode_text(ids, real).t()).argmax(1).cpu()
 
 
-def train_clip_digits(recipe: CLIPDigitsRecipe = CLIP_DIGITS, progress: bool = True, desc: str = "clip-digits") -> tuple[CLIP, dict]:
-    """Train ``clip-digits`` with ``labkit.train``; returns the model (eval mode) and ``meta`` (config, recipe,
-    vocabulary, loss curve, zero-shot accuracy on the held-out images, training time)."""
+def train_clip_digits(recipe: CLIPDigitsRecipe = CLIP_DIGITS, progress: bool = True, desc: str = "clip-digits",
+                      device: torch.device | str | None = None) -> tuple[CLIP, dict]:
+    """Train ``clip-digits`` with ``labkit.train`` on ``device`` (default ``get_device()``); returns the model (eval
+    mode) and ``meta`` (config, recipe, vocabulary, loss curve, zero-shot accuracy on the held-out images, time)."""
     data = captioned_data(recipe.source, recipe.n_val, recipe.quantile)
     tok = tokenizer()
     torch.manual_seed(recipe.seed)
-    model = CLIP(clip_config(recipe, tok, data.train.images.shape[-1]))
+    model = CLIP(clip_config(recipe, tok, data.train.images.shape[-1])).to(get_device(device))
     config = TrainConfig(max_steps=recipe.steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
                          weight_decay=recipe.weight_decay, grad_clip=recipe.grad_clip, betas=(0.9, 0.98),
                          eval_every=0, log_every=10, progress=progress, desc=desc, max_seconds=recipe.max_seconds)

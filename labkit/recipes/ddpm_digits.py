@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..device import get_device
 from ..diffusion import DDIMScheduler, DDPMScheduler, denoising_val_loss, diffusion_loss
 from ..models.unet import UNet, UNetConfig
 from ..optim import ema_of
@@ -110,13 +111,15 @@ class DigitBatches:
 
 
 def train_ddpm_digits(recipe: DigitsDiffusionRecipe = DDPM_DIGITS, progress: bool = True,
-                      desc: str = "ddpm-digits", data: DigitsData | None = None) -> tuple[UNet, dict]:
+                      desc: str = "ddpm-digits", data: DigitsData | None = None,
+                      device: torch.device | str | None = None) -> tuple[UNet, dict]:
     """Train ``ddpm-digits`` with ``labkit.train``; returns the EMA network (eval mode) and ``meta`` with the
     config, the recipe, the loss curve, the held-out loss and the training time. ``data`` replaces the 8x8
-    digits with other (N, 1, H, W) images in [-1, 1] and labels 0..9 (``benchmarks/ddpm_mnist_cpu.py``: MNIST)."""
+    digits with other (N, 1, H, W) images in [-1, 1] and labels 0..9 (``benchmarks/ddpm_mnist_cpu.py``: MNIST).
+    It trains on ``device`` (default ``get_device()``: a GPU where there is one)."""
     data = data if data is not None else digits_data(recipe.n_val)
     torch.manual_seed(recipe.seed)
-    model = UNet(unet_config(recipe))
+    model = UNet(unet_config(recipe)).to(get_device(device))  # initialised on the CPU: the same weights anywhere
     ema = ema_of(model, recipe.ema_decay)
     scheduler = make_scheduler(recipe)
     config = TrainConfig(max_steps=recipe.steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,

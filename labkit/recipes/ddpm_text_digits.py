@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..device import get_device
 from ..diffusion import diffusion_loss
 from ..models.clip import CLIP, CLIPConfig, TextEncoder
 from ..models.unet import TextConditionedUNet, UNet, UNetConfig
@@ -94,15 +95,16 @@ def _unet_config(recipe: TextDiffusionRecipe, context_dim: int) -> UNetConfig:
 
 
 def train_ddpm_text_digits(clip: CLIP, recipe: TextDiffusionRecipe = DDPM_TEXT_DIGITS, progress: bool = True,
-                           desc: str = "ddpm-text-digits") -> tuple[TextConditionedUNet, dict]:
+                           desc: str = "ddpm-text-digits", device: torch.device | str | None = None
+                           ) -> tuple[TextConditionedUNet, dict]:
     """Train ``ddpm-text-digits`` on the frozen text encoder of ``clip`` (the zoo's ``clip-digits``, which the zoo
-    passes in); returns the EMA model (eval mode) and ``meta``."""
+    passes in); returns the EMA model (eval mode) and ``meta``. It trains on ``device`` (default ``get_device()``)."""
     meta_clip = getattr(clip, "zoo_meta", None)
     tok = clip_digits.tokenizer(meta_clip)
     text_encoder = copy.deepcopy(clip.text_encoder)
     torch.manual_seed(recipe.seed)
     model = TextConditionedUNet(UNet(_unet_config(recipe, clip.config.d_model)), text_encoder,
-                                tok.pad_id, tok.bos_id, tok.eos_id)
+                                tok.pad_id, tok.bos_id, tok.eos_id).to(get_device(device))
     ema = ema_of(model, recipe.ema_decay)
     scheduler = make_scheduler(recipe)
     config = TrainConfig(max_steps=recipe.steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps,

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import torch
 
 from ..data import load_fra_eng
+from ..device import get_device
 from ..models.gpt import GPT, GPTConfig
 from ..tokenizers import BPETokenizer
 from . import Recipe
@@ -115,10 +116,12 @@ def load_english_tokenizer(meta: dict) -> BPETokenizer:
     return BPETokenizer(Tokenizer.from_str(meta["tokenizer"]))
 
 
-def train_gpt_english(recipe: EnglishLMRecipe = GPT_ENGLISH, progress: bool = True) -> tuple[GPT, dict]:
-    """Pretrain ``gpt-english``; ``meta`` holds the config, the tokenizer, the recipe and the held-out loss."""
+def train_gpt_english(recipe: EnglishLMRecipe = GPT_ENGLISH, progress: bool = True,
+                      device: torch.device | str | None = None) -> tuple[GPT, dict]:
+    """Pretrain ``gpt-english`` on ``device`` (default ``get_device()``); ``meta`` holds the config, the tokenizer,
+    the recipe and the held-out loss."""
     data = english_lm_data(recipe)
-    model = build_lm(recipe, data.tokenizer.vocab_size)
+    model = build_lm(recipe, data.tokenizer.vocab_size).to(get_device(device))
     result = train_lm(model, data.train, recipe, progress=progress)
     recipe_dict = asdict(recipe)
     recipe_dict["betas"] = list(recipe.betas)

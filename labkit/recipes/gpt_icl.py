@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..device import get_device
 from ..models.gpt import GPT, GPTConfig
 from ..optim import MuonAdamW, decay_groups, split_params
 from ..tasks.icl import icl_accuracy, icl_batch, icl_loss, induction_scores, sample_sequences
@@ -101,11 +102,13 @@ def icl_train_config(recipe: ICLRecipe, progress: bool = True) -> TrainConfig:
                        desc="training gpt-icl")
 
 
-def train_gpt_icl(recipe: ICLRecipe = ICL, progress: bool = True, on_eval=None) -> tuple[GPT, dict]:
+def train_gpt_icl(recipe: ICLRecipe = ICL, progress: bool = True, on_eval=None,
+                  device: torch.device | str | None = None) -> tuple[GPT, dict]:
     """Train ``gpt-icl``. At every evaluation, on the same held-out tasks: the loss, the accuracy on queries
     seen / unseen in the context (8 or more examples in), and every head's prefix-matching score (keys
-    ``"induction.<layer>.<head>"``), so the history shows when the induction head forms."""
-    model = build_icl_model(recipe)
+    ``"induction.<layer>.<head>"``), so the history shows when the induction head forms. It trains on ``device``
+    (default ``get_device()``)."""
+    model = build_icl_model(recipe).to(get_device(device))
     gen = torch.Generator().manual_seed(recipe.seed)
     eval_seqs, _ = sample_sequences(recipe, recipe.n_eval, torch.Generator().manual_seed(recipe.seed + 1),
                                     held_out=True)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..data import random_windows, read_text, train_val_split
+from ..device import get_device
 from ..metrics import lm_loss
 from ..models.gpt import GPT, GPTConfig
 from ..optim import MuonAdamW, decay_groups, split_params
@@ -237,10 +238,11 @@ def zoo_meta(model: GPT, tok: CharTokenizer, recipe: LMRecipe, val_data: torch.T
             "train_steps": recipe.steps if train_steps is None else train_steps}
 
 
-def train_gpt_shakespeare(recipe: LMRecipe = LAB) -> tuple[GPT, dict]:
-    """Train the character-level Shakespeare GPT with the lab's recipe; ``meta`` is ``zoo_meta``'s."""
+def train_gpt_shakespeare(recipe: LMRecipe = LAB, device: torch.device | str | None = None) -> tuple[GPT, dict]:
+    """Train the character-level Shakespeare GPT with the lab's recipe on ``device`` (default ``get_device()``);
+    ``meta`` is ``zoo_meta``'s."""
     tok, train_data, val_data = shakespeare_data()
-    model = build_lm(recipe, tok.vocab_size)
+    model = build_lm(recipe, tok.vocab_size).to(get_device(device))
     result = train_lm(model, train_data, recipe)
     return model, zoo_meta(model, tok, recipe, val_data, result.steps)
 

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import torch
 
 from ..data import length_grouped_batches, load_fra_eng, pad_batch
+from ..device import get_device, module_device, to_device
 from ..generate import seq2seq_beam_search, seq2seq_greedy
 from ..metrics import bleu
 from ..models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
@@ -204,7 +205,7 @@ def evaluation_loss(model, pairs: list[tuple[list[int], list[int]]], batch_size:
     was_training = model.training
     model.eval()
     for i in range(0, len(pairs), batch_size):
-        src, tgt_in, tgt_out = pair_batch(pairs[i:i + batch_size])
+        src, tgt_in, tgt_out = to_device(pair_batch(pairs[i:i + batch_size]), module_device(model))
         logits = model(src, tgt_in).logits
         total += F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=0,
                                  reduction="sum").item()
@@ -251,11 +252,12 @@ def load_tokenizers(meta: dict) -> tuple[BPETokenizer, BPETokenizer]:
     return src, tgt
 
 
-def train_seq2seq_fra(recipe: TranslationRecipe = SEQ2SEQ_FRA, progress: bool = True) -> tuple[Seq2SeqTransformer, dict]:
-    """Train ``seq2seq-fra``; ``meta`` holds the config, both tokenizers, the recipe, the curves and the
-    test BLEU (greedy and beam 4)."""
+def train_seq2seq_fra(recipe: TranslationRecipe = SEQ2SEQ_FRA, progress: bool = True,
+                      device: torch.device | str | None = None) -> tuple[Seq2SeqTransformer, dict]:
+    """Train ``seq2seq-fra`` on ``device`` (default ``get_device()``); ``meta`` holds the config, both tokenizers,
+    the recipe, the curves and the test BLEU (greedy and beam 4)."""
     data = translation_data(recipe)
-    model = build_translator(recipe, data)
+    model = build_translator(recipe, data).to(get_device(device))
     gen = torch.Generator().manual_seed(recipe.seed)
     batches = length_grouped_batches(data.train, recipe.batch_size, gen, length=lambda p: len(p[0]) + len(p[1]))
     history = train(model, lambda step: pair_batch(next(batches)), translator_train_config(recipe, progress),

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention import capture_attention, prefix_matching_score
+from ..device import module_device, to_device
 
 __all__ = ["all_permutations", "task_ranks", "sample_sequences", "few_shot_prompt", "icl_batch", "icl_accuracy",
            "icl_loss", "induction_scores"]
@@ -99,12 +100,12 @@ def icl_accuracy(model: nn.Module, seqs: torch.Tensor, tasks, batch_size: int = 
     ones, 1 / (symbols whose output has not appeared yet)."""
     was_training = model.training
     model.eval()
-    n = tasks.n_symbols
+    n, device = tasks.n_symbols, module_device(model)
     correct = []
     for i in range(0, len(seqs), batch_size):
-        s = seqs[i:i + batch_size]
+        s = seqs[i:i + batch_size].to(device)
         logits = model(s[:, :-1]).logits[:, 0::2, n:2 * n]  # (B, P, n): at each input, scores of the outputs
-        correct.append(logits.argmax(-1) == s[:, 1::2] - n)
+        correct.append((logits.argmax(-1) == s[:, 1::2] - n).cpu())
     model.train(was_training)
     correct = torch.cat(correct).float()  # (N, P)
     x, y = seqs[:, 0::2], seqs[:, 1::2]  # (N, P)
@@ -130,7 +131,7 @@ def icl_accuracy(model: nn.Module, seqs: torch.Tensor, tasks, batch_size: int = 
 @torch.no_grad()
 def icl_loss(model: nn.Module, seqs: torch.Tensor, tasks) -> float:
     """Mean cross-entropy on the outputs of ``seqs`` (what training minimises)."""
-    idx, targets = icl_batch(seqs, tasks.n_symbols)
+    idx, targets = to_device(icl_batch(seqs, tasks.n_symbols), module_device(model))
     logits = model(idx).logits
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100).item()
 
@@ -139,8 +140,8 @@ def icl_loss(model: nn.Module, seqs: torch.Tensor, tasks) -> float:
 def induction_scores(model: nn.Module, seqs: torch.Tensor, tasks) -> torch.Tensor:
     """(n_layers, n_heads) prefix-matching scores on ``seqs``: at each input that appeared before, the attention
     on the output that followed its earlier occurrence (``labkit.attention.prefix_matching_score``)."""
-    idx = seqs[:, :-1]
+    idx = seqs[:, :-1].to(module_device(model))
     with capture_attention(model, detach=True) as attn:
         model(idx)
     inputs = idx < tasks.n_symbols  # score the queries at inputs only (the ones that predict an output)
-    return torch.stack([prefix_matching_score(a, idx, inputs) for a in attn.layers()])
+    return torch.stack([prefix_matching_score(a, idx, inputs) for a in attn.layers()]).cpu()

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import load_sms_spam, pad_batch
+from ..device import module_device, to_device
 from ..metrics import macro_f1
 from ..train import History, TrainConfig, train
 
@@ -58,7 +59,8 @@ def class_probs(model: nn.Module, token_lists: Sequence[Sequence[int]], pad: int
     """(n, 2) probabilities of ham and spam (or the logits) for n token-id lists, padded on the right."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(*pad_batch(list(token_lists[i:i + batch_size]), pad)).logits.float()
+    device = module_device(model)
+    out = torch.cat([model(*to_device(pad_batch(list(token_lists[i:i + batch_size]), pad), device)).logits.float().cpu()
                      for i in range(0, len(token_lists), batch_size)])
     model.train(was_training)
     return out if logits else out.softmax(-1)
@@ -84,7 +86,7 @@ def fit(model: nn.Module, task: SpamTask, ids: Sequence[int], token_lists: Seque
 
     def loss_fn(model, batch):
         x, mask, target = batch
-        return F.cross_entropy(model(x, mask).logits, target, weight=class_weight)
+        return F.cross_entropy(model(x, mask).logits, target, weight=class_weight.to(target.device))
 
     def val_f1(model):
         probs = class_probs(model, [token_lists[i] for i in task.val], pad)

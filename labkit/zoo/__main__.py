@@ -1,6 +1,6 @@
 """The zoo for an instructor: list, build, verify, pack, unpack and serve the classroom kit.
 
-    python -m labkit.zoo list                    # every model: version, size, built or not, training time
+    python -m labkit.zoo list                    # every model: version, size, built or not, where and how long it trained
     python -m labkit.zoo build --all             # train what is missing, in dependency order
     python -m labkit.zoo build gpt-english-sft   # one model and what it needs
     python -m labkit.zoo verify                  # check every built checkpoint against its manifest
@@ -28,8 +28,13 @@ def _list() -> int:
             where = "pre-seeded" if zoo.seeded_dir() and found.parent == zoo.seeded_dir() else "cache"
         size = f"{found.stat().st_size / 1e6:.1f} MB" if found else "-"
         minutes = f"{r.minutes_cpu:g} min" if r.minutes_cpu else "?"
-        rows.append((name, f"v{r.version}", size, where, minutes, ", ".join(r.needs) or "-"))
-    header = ("model", "version", "size", "built", "to train (2-core CPU)", "needs")
+        entry = zoo.manifest(found.parent).get(found.name, {}) if found is not None else {}
+        trained = "-"
+        if entry.get("trained_on"):  # where this copy was trained, and how long it took there
+            took = f"{entry['seconds']:.0f} s on " if entry.get("seconds") is not None else ""
+            trained = took + entry["trained_on"]
+        rows.append((name, f"v{r.version}", size, where, minutes, ", ".join(r.needs) or "-", trained))
+    header = ("model", "version", "size", "built", "to train (2-core CPU)", "needs", "this copy trained")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
