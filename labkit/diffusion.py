@@ -273,7 +273,10 @@ def inpaint(model: nn.Module, scheduler: DDPMScheduler | DDIMScheduler, known: t
             eps = guided_noise(model, x, torch.full((known.shape[0],), t, dtype=torch.long, device=device), labels,
                                guidance_scale)
             x = _step(scheduler, eps, t, x, eta, generator)
-            known_t = known if prev is None else scheduler.add_noise(known, _noise(known.shape, generator, device), prev)
+            if prev is not None:  # the known pixels, noised to the next step's level
+                known_t = scheduler.add_noise(known, _noise(known.shape, generator, device), prev)
+            else:
+                known_t = known
             x = mask * known_t + (1 - mask) * x
     model.train(was_training)
     return x.cpu()  # computed on the model's device, returned on the CPU

@@ -91,6 +91,8 @@ def zoo_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_KIT_URL", "off")
     monkeypatch.setattr(zoo, "_verified", {})
     monkeypatch.setattr(zoo, "_warned", set())
+    zoo.available()  # the built-in recipes registered first, then a copy of the table that the test may change
+    monkeypatch.setattr(zoo, "_RECIPES", dict(zoo._RECIPES))
     zoo.register(zoo.Recipe("kit-a", "a", build=build, train=train, minutes_cpu=0.1), overwrite=True)
     zoo.register(zoo.Recipe("kit-b", "b needs a", build=build, train=lambda a: train(0.25), needs=("kit-a",)),
                  overwrite=True)

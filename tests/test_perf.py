@@ -69,7 +69,7 @@ def test_peak_memory_sees_a_large_temporary_tensor():
         x.add_(1)
         import time
 
-        time.sleep(0.02)  # several samples while it lives
+        time.sleep(0.2)  # many samples while it lives, even on a busy machine
         del x
     assert big.peak_mib > 48 and big.peak_mib > small.peak_mib + 40
 

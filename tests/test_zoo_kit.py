@@ -128,6 +128,15 @@ def test_the_command_line_lists_and_verifies(tmp_path):
     assert _cli("build", env_extra=env).returncode == 2  # neither names nor --all: a usage error
 
 
+def test_a_checkpoint_is_saved_for_the_cpu_and_loads_onto_the_device_asked_for(zoo_cache):
+    trained = zoo.load("kit-a")  # trained here, on the CPU
+    saved = torch.load(zoo.path("kit-a"), weights_only=True)["model"]
+    assert all(t.device.type == "cpu" for t in saved.values())  # loadable on a machine without a GPU
+    moved = zoo.load("kit-a", device="meta")  # any other device: the same file, moved there on load
+    assert next(moved.parameters()).device.type == "meta" and next(trained.parameters()).device.type == "cpu"
+    assert moved.zoo_source == "cache"
+
+
 def test_list_says_where_and_how_long_each_built_copy_trained(zoo_cache, capsys):
     from labkit.zoo.__main__ import main
 
