@@ -12,6 +12,7 @@ tests ``labkit.stats``', train/test leakage ``labkit.leakage``'s, FLOP counts ``
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Sequence
 
 import torch
@@ -22,8 +23,8 @@ from .device import module_device, to_device
 from .models.bert import masked_batch, mlm_loss
 
 __all__ = ["lm_loss", "perplexity", "token_nll", "bits_per_byte", "accuracy", "confusion_matrix", "f1_scores",
-           "macro_f1", "reference_streams", "bleu", "evaluate_mlm", "unigram_baseline", "frechet_distance",
-           "nearest_distance"]
+           "macro_f1", "clipped_ngram_matches", "reference_streams", "bleu", "evaluate_mlm", "unigram_baseline",
+           "frechet_distance", "nearest_distance"]
 
 
 @torch.no_grad()
@@ -92,6 +93,20 @@ def macro_f1(predictions, targets, num_classes: int | None = None) -> float:
     """The unweighted mean of the per-class F1 scores: every class counts the same, however rare
     (scikit-learn's ``f1_score(average="macro")``)."""
     return f1_scores(predictions, targets, num_classes).mean().item()
+
+
+def clipped_ngram_matches(hypothesis: Sequence[str], references: Sequence[Sequence[str]], n: int) -> tuple[int, int]:
+    """BLEU's modified precision for one tokenised sentence: ``(matches, total)`` over its n-grams, where each
+    distinct n-gram counts at most as often as it occurs in the one reference that has it most (Papineni et al.,
+    2002: "the the the" against "the cat" matches 1 of 3). A corpus BLEU adds these up over the sentences."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    grams = Counter(tuple(hypothesis[i:i + n]) for i in range(len(hypothesis) - n + 1))
+    most: Counter = Counter()
+    for ref in references:
+        for gram, count in Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1)).items():
+            most[gram] = max(most[gram], count)
+    return sum(min(count, most[gram]) for gram, count in grams.items()), sum(grams.values())
 
 
 def reference_streams(references: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str | None]]:

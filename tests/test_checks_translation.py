@@ -106,3 +106,84 @@ def test_beam_step_stub_says_what_to_write(capsys):
     assert not checks.check_beam_step(_todo)
     out = capsys.readouterr().out
     assert "not implemented yet" in out and "Hint" not in out
+
+
+# --- clipped_precision ------------------------------------------------------------------------
+
+
+def clipped_precision_loops(hypothesis, references, n):
+    """Written from Papineni et al.'s definition with plain loops: no Counter."""
+    grams = [tuple(hypothesis[i:i + n]) for i in range(len(hypothesis) - n + 1)]
+    matches = 0
+    for gram in set(grams):
+        in_refs = max(sum(tuple(r[i:i + n]) == gram for i in range(len(r) - n + 1)) for r in references)
+        matches += min(grams.count(gram), in_refs)
+    return matches, len(grams)
+
+
+def test_clipped_precision_solution_passes(capsys):
+    assert checks.check_clipped_precision(clipped_precision_loops)
+    assert "✅ clipped_precision: all 5 cases pass" in capsys.readouterr().out
+
+
+def test_clipped_precision_reference_adds_up_to_sacrebleus_counts():
+    # labkit.metrics.clipped_ngram_matches, the checker's reference, summed over a corpus, gives sacrebleu's own
+    # matches and totals for every n (on text tokenised the way sacrebleu tokenises it)
+    import random
+
+    import sacrebleu
+
+    from labkit.metrics import clipped_ngram_matches, reference_streams
+
+    rng = random.Random(0)
+    words = "the a cat dog sat on mat rug is was here there".split()
+    hyps = [" ".join(rng.choices(words, k=rng.randint(1, 9))) for _ in range(40)]
+    refs = [[" ".join(rng.choices(words, k=rng.randint(2, 9))) for _ in range(rng.randint(1, 3))] for _ in hyps]
+    score = sacrebleu.BLEU(tokenize="none").corpus_score(hyps, reference_streams(refs))
+    for n in range(1, 5):
+        got = [clipped_ngram_matches(h.split(), [r.split() for r in rs], n) for h, rs in zip(hyps, refs)]
+        assert sum(m for m, _ in got) == score.counts[n - 1] and sum(t for _, t in got) == score.totals[n - 1]
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda h, rs, n: (sum(tuple(h[i:i + n]) in {tuple(r[j:j + n]) for r in rs for j in range(len(r) - n + 1)}
+                           for i in range(len(h) - n + 1)), max(len(h) - n + 1, 0)), "Clip each n-gram's count"),
+    (lambda h, rs, n: (0, max(len(h) - n + 1, 0)), "count the hypothesis's n-grams"),
+])
+def test_clipped_precision_mistakes_get_their_hint(wrong, hint, capsys):
+    assert not checks.check_clipped_precision(wrong)
+    out = capsys.readouterr().out
+    assert "❌ clipped_precision" in out and hint in out
+
+
+def test_clipped_precision_stub_says_what_to_write(capsys):
+    assert not checks.check_clipped_precision(_todo)
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Hint" not in out
+
+
+def _by_sum(h, rs, n):
+    grams = [tuple(h[i:i + n]) for i in range(len(h) - n + 1)]
+    in_all = [tuple(r[j:j + n]) for r in rs for j in range(len(r) - n + 1)]
+    return sum(min(grams.count(g), in_all.count(g)) for g in set(grams)), len(grams)
+
+
+def _distinct(h, rs, n):
+    grams = {tuple(h[i:i + n]) for i in range(len(h) - n + 1)}
+    return len(grams & {tuple(r[j:j + n]) for r in rs for j in range(len(r) - n + 1)}), len(grams)
+
+
+def _short_window(h, rs, n):
+    return clipped_precision_loops(h[:-1], [r[:-1] for r in rs], n) if len(h) > n else (0, 0)
+
+
+@pytest.mark.parametrize("wrong, hint", [(_by_sum, "ONE reference"), (_distinct, "each distinct n-gram once")])
+def test_clipped_precision_other_mistakes_get_their_hint(wrong, hint, capsys):
+    assert not checks.check_clipped_precision(wrong)
+    out = capsys.readouterr().out
+    assert "❌ clipped_precision" in out and hint in out
+
+
+def test_a_solution_that_drops_the_last_ngram_fails(capsys):
+    assert not checks.check_clipped_precision(_short_window)
+    assert "❌ clipped_precision" in capsys.readouterr().out

@@ -1,14 +1,17 @@
-"""Checkers for notebook 07 (a translation transformer: token masks and beam search); see labkit.checks._core."""
+"""Checkers for notebook 07 (a translation transformer: token masks, beam search and BLEU's clipped precision); see
+labkit.checks._core."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 import torch
 
+from ..metrics import clipped_ngram_matches
 from ._core import Case, CheckResult, _compare, check_close, check_true, matching_mistake
 
-__all__ = ["check_token_mask", "check_beam_step"]
+__all__ = ["check_token_mask", "check_beam_step", "check_clipped_precision"]
 
 
 # --- exercise: the token mask -------------------------------------------------------------
@@ -125,4 +128,80 @@ def check_beam_step(learner_fn: Callable) -> CheckResult:
         hint=("Hint: scores = beam_logp[:, None] + next_logp is (k, V); flatten it, take torch.topk(..., "
               "beam_size) and turn each flat index i back into (beam i // V, token i % V)."),
         mistakes=_BEAM_MISTAKES, atol=1e-9, rtol=1e-9,
+    )
+
+
+# --- exercise: BLEU's clipped n-gram precision ------------------------------------------------
+
+
+def _precision_cases() -> list[Case]:
+    return [
+        Case("Papineni et al.'s example: 'the the the the' against 'the cat', unigrams",
+             ("the the the the".split(), ["the cat".split()], 1)),
+        Case("two references: each n-gram clipped by the reference that has it most, unigrams",
+             ("the cat the cat".split(), ["the cat".split(), "the cat sat on the mat".split()], 1)),
+        Case("the same, bigrams",
+             ("the cat the cat".split(), ["the cat".split(), "the cat sat on the mat".split()], 2)),
+        Case("a translation, trigrams",
+             ("je ne trouve pas mes clés .".split(),
+              ["je ne trouve pas mes clés .".split(), "je n' arrive pas à trouver mes clés .".split()], 3)),
+        Case("a hypothesis shorter than n: no n-grams at all", (["merci"], ["merci beaucoup".split()], 2)),
+    ]
+
+
+def _ngrams(tokens, n):
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def _unclipped(hyp, refs, n):
+    grams = _ngrams(hyp, n)
+    seen = set().union(*(_ngrams(r, n) for r in refs))
+    return sum(c for g, c in grams.items() if g in seen), sum(grams.values())
+
+
+def _clipped_by_sum(hyp, refs, n):
+    total_ref = sum((_ngrams(r, n) for r in refs), Counter())
+    grams = _ngrams(hyp, n)
+    return sum(min(c, total_ref[g]) for g, c in grams.items()), sum(grams.values())
+
+
+def _distinct_only(hyp, refs, n):
+    grams = _ngrams(hyp, n)
+    seen = set().union(*(_ngrams(r, n) for r in refs))
+    return len(set(grams) & seen), len(grams)
+
+
+def _one_window_short(hyp, refs, n):
+    grams = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n))
+    most = Counter()
+    for r in refs:
+        for g, c in Counter(tuple(r[i:i + n]) for i in range(len(r) - n)).items():
+            most[g] = max(most[g], c)
+    return sum(min(c, most[g]) for g, c in grams.items()), sum(grams.values())
+
+
+_PRECISION_MISTAKES = [
+    (_unclipped,
+     "Hint: that counts every n-gram of the hypothesis that appears in a reference, however often: 'the the the the' "
+     "would score 4/4. Clip each n-gram's count at the number of times it occurs in a reference."),
+    (_clipped_by_sum,
+     "Hint: that clips at the n-gram's count summed over all the references; BLEU clips at its largest count in any "
+     "ONE reference (max over the references, not their sum)."),
+    (_distinct_only,
+     "Hint: that counts each distinct n-gram once; the hypothesis's repeated n-grams count as often as they occur "
+     "(up to the clip), and the total is every n-gram position, repeats included."),
+    (_one_window_short,
+     "Hint: a sequence of length L has L - n + 1 n-grams (range(len(tokens) - n + 1)): the last one is missing."),
+]
+
+
+def check_clipped_precision(learner_fn: Callable) -> CheckResult:
+    """Notebook 07: ``clipped_precision(hypothesis, references, n)`` -> ``(matches, total)`` for one tokenised
+    sentence: ``total`` its n-grams, ``matches`` those found in the references, each distinct n-gram counted at
+    most as often as it occurs in the one reference that has it most (``labkit.metrics.clipped_ngram_matches``)."""
+    return check_close(
+        "clipped_precision", learner_fn, clipped_ngram_matches, _precision_cases(),
+        hint=("Hint: count the hypothesis's n-grams (collections.Counter of tuples), and for each take min(its count, "
+              "its largest count in any single reference); total = len(hypothesis) - n + 1 (or 0)."),
+        mistakes=_PRECISION_MISTAKES,
     )
