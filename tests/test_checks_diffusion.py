@@ -62,3 +62,45 @@ def test_stubs_say_what_to_write(capsys):
     assert not checks.check_ddpm_step(_todo)
     out = capsys.readouterr().out
     assert out.count("not implemented yet") == 2 and "Hint" not in out
+
+
+# --- ddim_step ------------------------------------------------------------------------------
+
+
+def ddim_step_from_the_paper(eps, x_t, abar_t, abar_prev):
+    """Song et al. (2021), eq. 12 with sigma = 0: predicted x0, then the direction pointing to x_t."""
+    predicted_x0 = (x_t - torch.sqrt(1 - abar_t) * eps) / torch.sqrt(abar_t)
+    direction = torch.sqrt(1 - abar_prev) * eps
+    return torch.sqrt(abar_prev) * predicted_x0 + direction
+
+
+def test_ddim_solution_passes(capsys):
+    assert checks.check_ddim_step(ddim_step_from_the_paper)
+    assert "✅ ddim_step: all 3 cases pass" in capsys.readouterr().out
+
+
+def test_ddim_step_is_one_step_of_labkits_ddim_scheduler():
+    # the exercise's step, fed the scheduler's own abar values, is DDIMScheduler.step (tested against diffusers)
+    from labkit.diffusion import DDIMScheduler
+
+    s = DDIMScheduler(1000, clip_sample=False).set_timesteps(50)
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    for t in (980, 500, 20, 0):
+        prev = s.alphas_cumprod[t - 20] if t >= 20 else torch.tensor(1.0)
+        torch.testing.assert_close(ddim_step_from_the_paper(eps, x, s.alphas_cumprod[t], prev), s.step(eps, t, x))
+
+
+@pytest.mark.parametrize("k, hint", [(0, "DIVIDED by sqrt(abar_t)"), (1, "EARLIER level"), (2, "PREDICTED"),
+                                     (3, "square roots")])
+def test_ddim_mistakes_get_their_hint(k, hint, capsys):
+    from labkit.checks.diffusion import _DDIM_MISTAKES
+
+    assert not checks.check_ddim_step(_DDIM_MISTAKES[k][0])
+    assert hint in capsys.readouterr().out
+
+
+def test_ddim_stub_says_what_to_write(capsys):
+    assert not checks.check_ddim_step(_todo)
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Hint" not in out

@@ -8,7 +8,7 @@ import torch
 
 from ._core import Case, CheckResult, check_close
 
-__all__ = ["check_add_noise", "check_ddpm_step"]
+__all__ = ["check_add_noise", "check_ddpm_step", "check_ddim_step"]
 
 
 def _schedule(T: int, kind: str = "linear") -> torch.Tensor:
@@ -111,4 +111,49 @@ def check_ddpm_step(learner_fn: Callable) -> CheckResult:
         hint=("Hint: alpha_t = 1 - beta_t and abar_t = cumprod(alpha)[t]; mean = (x_t - beta_t / sqrt(1 - abar_t) * eps) "
               "/ sqrt(alpha_t); add sqrt(sigma_t^2) * noise unless t == 0."),
         mistakes=_DDPM_MISTAKES, atol=1e-4, rtol=1e-4,
+    )
+
+
+# --- exercise: one DDIM step -------------------------------------------------------------------------------
+
+
+def _ddim_reference(eps, x_t, abar_t, abar_prev):
+    x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()  # the clean image that eps implies
+    return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps  # re-noised to the earlier level, with eps
+
+
+def _ddim_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(133)
+
+    def case(shape, abar_t, abar_prev):
+        return (torch.randn(shape, generator=g), torch.randn(shape, generator=g), torch.tensor(abar_t),
+                torch.tensor(abar_prev))
+
+    return [Case("a middle step, abar 0.5 -> 0.7", case((2, 1, 8, 8), 0.5, 0.7)),
+            Case("the last step: abar_prev = 1 returns the predicted clean image", case((2, 1, 4, 4), 0.9, 1.0)),
+            Case("from nearly pure noise: abar 4e-5 -> 0.01", case((3, 5), 4e-5, 0.01))]
+
+
+_DDIM_MISTAKES = [
+    (lambda eps, x, a, p: p.sqrt() * (x - (1 - a).sqrt() * eps) + (1 - p).sqrt() * eps,
+     "Hint: the predicted clean image is (x_t - sqrt(1 - abar_t) eps) DIVIDED by sqrt(abar_t)."),
+    (lambda eps, x, a, p: p.sqrt() * (x - (1 - a).sqrt() * eps) / a.sqrt() + (1 - a).sqrt() * eps,
+     "Hint: re-noise to the EARLIER level: the noise term is sqrt(1 - abar_prev) eps, not sqrt(1 - abar_t) eps."),
+    (lambda eps, x, a, p: p.sqrt() * (x - (1 - a).sqrt() * eps) / a.sqrt(),
+     "Hint: that is the predicted clean image scaled down; DDIM adds back sqrt(1 - abar_prev) times the PREDICTED "
+     "noise eps (deterministic: no fresh noise)."),
+    (lambda eps, x, a, p: p * (x - (1 - a) * eps) / a + (1 - p) * eps,
+     "Hint: the coefficients are square roots: sqrt(abar) and sqrt(1 - abar), as in the forward process."),
+]
+
+
+def check_ddim_step(learner_fn: Callable) -> CheckResult:
+    """Notebook 13: ``ddim_step(eps, x_t, abar_t, abar_prev)`` -> x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev)
+    eps, x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): DDIM's deterministic update (eta = 0) of Song et al.,
+    2021, without clipping (``labkit.diffusion.DDIMScheduler.step`` with ``clip_sample=False``)."""
+    return check_close(
+        "ddim_step", learner_fn, _ddim_reference, _ddim_cases(),
+        hint=("Hint: two lines: x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt(), then "
+              "abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps."),
+        mistakes=_DDIM_MISTAKES, atol=1e-4, rtol=1e-4,
     )
