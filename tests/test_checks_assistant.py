@@ -60,3 +60,41 @@ def test_stubs_say_what_to_write(capsys):
     assert not checks.check_dpo_loss(_todo)
     out = capsys.readouterr().out
     assert out.count("not implemented yet") == 2 and "Hint" not in out
+
+
+# --- cached_attention ---------------------------------------------------------------------------
+
+
+def cached_attention_sdpa(q, k, v, cache_k, cache_v):
+    """PyTorch's own attention over the grown cache: the new token is last, so nothing needs masking."""
+    keys, values = torch.cat([cache_k, k], dim=-2), torch.cat([cache_v, v], dim=-2)
+    return F.scaled_dot_product_attention(q, keys, values), keys, values
+
+
+def test_cached_attention_solution_passes(capsys):
+    assert checks.check_cached_attention(cached_attention_sdpa)
+    assert "✅ cached_attention: all 3 cases pass" in capsys.readouterr().out
+
+
+def test_one_cached_step_is_the_last_row_of_full_causal_attention():
+    # what the KV cache promises: the new token's output equals full causal attention's last row over the sequence
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    full = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out, keys, values = cached_attention_sdpa(q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], k[:, :, :-1], v[:, :, :-1])
+    torch.testing.assert_close(out, full[:, :, -1:])
+    assert torch.equal(keys, k) and torch.equal(values, v)
+
+
+@pytest.mark.parametrize("k, hint", [(0, "AND to itself"), (1, "1 / sqrt(head size)"), (2, "no mask is needed")])
+def test_cached_attention_mistakes_get_their_hint(k, hint, capsys):
+    from labkit.checks.assistant import _CACHED_MISTAKES
+
+    assert not checks.check_cached_attention(_CACHED_MISTAKES[k][0])
+    assert hint in capsys.readouterr().out
+
+
+def test_cached_attention_stub_says_what_to_write(capsys):
+    assert not checks.check_cached_attention(_todo)
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Hint" not in out

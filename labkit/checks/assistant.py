@@ -1,5 +1,5 @@
-"""Checkers for notebook 12 (from a language model to an assistant: the prompt-masked SFT loss, the DPO loss);
-see labkit.checks._core."""
+"""Checkers for notebook 12 (from a language model to an assistant: the prompt-masked SFT loss, the DPO loss, one
+decoding step with the KV cache); see labkit.checks._core."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ._core import Case, CheckResult, check_close
 
-__all__ = ["check_sft_loss", "check_dpo_loss"]
+__all__ = ["check_sft_loss", "check_dpo_loss", "check_cached_attention"]
 
 
 # --- exercise: the prompt-masked SFT loss -------------------------------------------------------------
@@ -104,4 +104,65 @@ def check_dpo_loss(learner_fn: Callable) -> CheckResult:
         hint=("Hint: margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected); "
               "loss = -F.logsigmoid(beta * margin).mean()."),
         mistakes=_DPO_MISTAKES, atol=1e-5, rtol=1e-4,
+    )
+
+
+# --- exercise: one decoding step with the KV cache ------------------------------------------------------
+
+
+def _cached_reference(q, k, v, cache_k, cache_v):
+    keys, values = torch.cat([cache_k, k], dim=2), torch.cat([cache_v, v], dim=2)  # (B, H, n + 1, hs)
+    weights = torch.softmax(q @ keys.transpose(-2, -1) / q.size(-1) ** 0.5, dim=-1)  # (B, H, 1, n + 1)
+    return weights @ values, keys, values
+
+
+def _cached_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(121)
+
+    def case(B, H, n, hs):
+        new = [torch.randn(B, H, 1, hs, generator=g, dtype=torch.float64) for _ in range(3)]
+        return (*new, torch.randn(B, H, n, hs, generator=g, dtype=torch.float64),
+                torch.randn(B, H, n, hs, generator=g, dtype=torch.float64))
+
+    return [Case("the first token: an empty cache (n = 0), so it attends to itself alone", case(1, 2, 0, 4)),
+            Case("5 tokens cached, 2 sequences, 3 heads", case(2, 3, 5, 8)),
+            Case("a longer cache: 11 tokens, head size 16", case(1, 4, 11, 16))]
+
+
+def _without_own(q, k, v, ck, cv):
+    w = torch.softmax(q @ ck.transpose(-2, -1) / q.size(-1) ** 0.5, dim=-1)
+    return w @ cv, torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+
+
+def _unscaled(q, k, v, ck, cv):
+    keys, values = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+    return torch.softmax(q @ keys.transpose(-2, -1), dim=-1) @ values, keys, values
+
+
+def _masked_last(q, k, v, ck, cv):
+    keys, values = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+    s = q @ keys.transpose(-2, -1) / q.size(-1) ** 0.5
+    s[..., -1] = float("-inf")
+    return torch.softmax(s, dim=-1) @ values, keys, values
+
+
+_CACHED_MISTAKES = [
+    (_without_own,
+     "Hint: the new token attends to every earlier token AND to itself: append its k and v to the cache first, then "
+     "attend over the n + 1 keys."),
+    (_unscaled, "Hint: scale the scores by 1 / sqrt(head size), as in every attention layer."),
+    (_masked_last,
+     "Hint: no mask is needed: the new token is the last one, so everything in the cache (and itself) is in its past."),
+]
+
+
+def check_cached_attention(learner_fn: Callable) -> CheckResult:
+    """Notebook 12: ``cached_attention(q, k, v, cache_k, cache_v)`` -> ``(out, keys, values)``: the new token's
+    query, key and value (B, H, 1, hs), the cached keys and values of the n earlier tokens (B, H, n, hs); the new
+    token's attention output (B, H, 1, hs) over all n + 1, and the grown cache (B, H, n + 1, hs) each."""
+    return check_close(
+        "cached_attention", learner_fn, _cached_reference, _cached_cases(),
+        hint=("Hint: keys = torch.cat([cache_k, k], dim=2) (the positions axis), the same for the values; then "
+              "softmax(q @ keys.transpose(-2, -1) / sqrt(hs)) @ values."),
+        mistakes=_CACHED_MISTAKES, atol=1e-9, rtol=1e-9,
     )
