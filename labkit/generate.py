@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .device import module_device
+
 __all__ = [
     "KVCache",
     "apply_temperature",
@@ -267,7 +269,7 @@ def _src_batches(model, src, batch_size: int):
         ids = torch.full((len(src), T), pad, dtype=torch.long)
         for i, s in enumerate(src):
             ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    device = next(model.parameters()).device
+    device = module_device(model)
     for i in range(0, ids.size(0), batch_size):
         yield ids[i:i + batch_size].to(device)
 

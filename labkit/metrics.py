@@ -36,7 +36,7 @@ def lm_loss(model: nn.Module, data: torch.Tensor, context_length: int, batch_siz
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     total, count = 0.0, 0
     for x, y in sequential_windows(data, context_length, batch_size):
         out = model(x.to(device), y.to(device))
@@ -101,11 +101,13 @@ def clipped_ngram_matches(hypothesis: Sequence[str], references: Sequence[Sequen
     2002: "the the the" against "the cat" matches 1 of 3). A corpus BLEU adds these up over the sentences."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    grams = Counter(tuple(hypothesis[i:i + n]) for i in range(len(hypothesis) - n + 1))
-    most: Counter = Counter()
+
+    def ngrams(tokens: Sequence[str]) -> Counter:
+        return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+    grams, most = ngrams(hypothesis), Counter()  # most: each n-gram's largest count in any one reference
     for ref in references:
-        for gram, count in Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1)).items():
-            most[gram] = max(most[gram], count)
+        most |= ngrams(ref)  # Counter union keeps the larger count
     return sum(min(count, most[gram]) for gram, count in grams.items()), sum(grams.values())
 
 
@@ -146,7 +148,7 @@ def token_nll(model: nn.Module, data: torch.Tensor, context_length: int, batch_s
     information, and divide by the bytes of ``targets`` for bits per byte."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     nll, targets = [], []
     for x, y in sequential_windows(data, context_length, batch_size):
         out = model(x.to(device))

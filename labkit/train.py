@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .device import autocast, autocast_dtype, to_device
+from .device import autocast, autocast_dtype, module_device, to_device
 from .optim import decay_groups
 from .threads import ThreadGovernor
 
@@ -368,7 +368,7 @@ def train(
     from . import distributed
 
     config = config or TrainConfig()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else module_device(model)
     optimizer = optimizer or make_optimizer(model, config.lr, config.weight_decay, config.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.warmup_steps, config.max_steps, config.min_lr_ratio))
